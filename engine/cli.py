@@ -1,0 +1,35 @@
+"""The command line every tool shares: ``--config FILE [--resume] [--eval-only] [key.sub=value ...]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence, Type, TypeVar
+
+from .config import ConfigError, load_config
+
+T = TypeVar("T")
+
+
+def default_argument_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML experiment file")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the weights and stop")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, applied after the file")
+    return parser
+
+
+def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    """Print one line to stderr and exit; the way every tool reports bad input."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def parse_config(schema: Type[T], path: Optional[str], overrides: Sequence[str]) -> T:
+    """Load and validate, or exit with code 2 and a one-line message before any work."""
+    try:
+        return load_config(schema, path, overrides)
+    except ConfigError as e:
+        fail(str(e), 2)

@@ -1,0 +1,334 @@
+"""Typed experiment configs: YAML files validated against dataclasses.
+
+A config file is YAML. ``_base_: other.yaml`` (or a list of files, paths relative to the file that
+names them) is loaded first and the file's own keys are merged over it; ``key.sub=value`` overrides
+from the command line are merged last. The merged tree is then checked against the task's dataclass
+schema: an unknown key or a value of the wrong type raises :class:`ConfigError`, whose message is one
+line naming the key and the closest valid names. Tools turn it into exit code 2 before any work.
+
+OmegaConf does the YAML loading, the merging and ``${...}`` interpolation. The type check is ours:
+OmegaConf's structured merge casts silently (``name: 3`` becomes ``"3"``) and loses the path of keys
+inside lists of dataclasses, and we want one line that names the full key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Type, TypeVar, Union
+
+import yaml
+from omegaconf import OmegaConf
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. The message is a single line meant for the user."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The shared vocabulary (DESIGN.md): every task's schema is built from these pieces.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"  # resnet18..152, plain18.., cifar_resnet20.., timm:<model>
+    weights: Optional[str] = None  # local file: torchvision / timm / reskit / safetensors / MSRA .pkl
+    weights_format: str = "auto"  # auto | reskit | torchvision | timm | safetensors | msra
+    norm: str = "BN"  # BN | SyncBN | FrozenBN | GN
+    freeze_at: int = 0  # 0 none, 1 stem, 2 stem+res2, ... (as detectron2)
+    stride_in_1x1: bool = False  # MSRA placement of the stride (True) or torchvision's (False)
+    shortcut: str = "B"  # A zero-padded identity | B projection where shape changes | C all projections
+    dilation: List[int] = field(default_factory=lambda: [1, 1])  # dilation of res4, res5
+    out_features: List[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
+    zero_init_residual: bool = False  # last norm of each block starts at zero
+    lr_mult: float = 1.0  # backbone learning rate = base_lr * lr_mult (fine-tuning)
+
+    def validate(self, prefix: str = "") -> None:
+        choice(prefix + "norm", self.norm, ["BN", "SyncBN", "FrozenBN", "GN"])
+        choice(prefix + "shortcut", self.shortcut, ["A", "B", "C"])
+        choice(prefix + "weights_format", self.weights_format,
+               ["auto", "reskit", "torchvision", "timm", "safetensors", "msra"])
+        if len(self.dilation) != 2 or any(d not in (1, 2, 4) for d in self.dilation):
+            raise ConfigError(f"{prefix}dilation: expected [res4, res5] dilations from 1, 2, 4, "
+                              f"got {self.dilation}")
+        if not 0 <= self.freeze_at <= 5:
+            raise ConfigError(f"{prefix}freeze_at: expected 0..5, got {self.freeze_at}")
+        if self.weights and not os.path.isfile(self.weights):
+            raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
+
+
+@dataclass
+class SolverConfig:
+    optimizer: str = "SGD"  # SGD | AdamW
+    base_lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = False  # exclude norm weights and all biases from weight decay
+    ims_per_batch: int = 256  # global batch, all ranks and accumulation steps together
+    reference_batch: int = 0  # >0: schedule written for this global batch; LR and iterations rescale
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    max_iter: int = 1000
+    max_epochs: int = 0  # >0: overrides max_iter with epochs * len(train) / ims_per_batch
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    lr_schedule: str = "multistep"  # step | multistep | cosine | poly | plateau | constant
+    steps: List[int] = field(default_factory=list)  # multistep milestones; step: [period]
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    min_lr_factor: float = 0.0  # cosine floor as a fraction of base_lr
+    plateau_patience: int = 2  # evaluations without improvement before dividing the LR
+    plateau_threshold: float = 1e-3
+    checkpoint_period: int = 1000
+    keep_checkpoints: int = 3
+    amp: str = "off"  # off | fp16 (CUDA, grad scaler) | bf16 (CPU and CUDA autocast)
+    clip_grad: float = 0.0  # max global grad norm; 0 disables
+    ema: bool = False
+    ema_decay: float = 0.9998
+    channels_last: bool = False
+    compile: bool = False
+
+    def validate(self, prefix: str = "") -> None:
+        choice(prefix + "optimizer", self.optimizer, ["SGD", "AdamW"])
+        choice(prefix + "lr_schedule", self.lr_schedule,
+               ["step", "multistep", "cosine", "poly", "plateau", "constant"])
+        choice(prefix + "amp", self.amp, ["off", "fp16", "bf16"])
+        for name in ("ims_per_batch", "accumulate", "max_iter", "checkpoint_period", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}{name}: must be at least 1, got {getattr(self, name)}")
+        if self.lr_schedule == "step" and len(self.steps) != 1:
+            raise ConfigError(f"{prefix}steps: the step schedule takes one period, e.g. steps: [30000]")
+        if list(self.steps) != sorted(self.steps):
+            raise ConfigError(f"{prefix}steps: milestones must increase, got {self.steps}")
+
+
+@dataclass
+class TestConfig:
+    eval_period: int = 0  # 0: evaluate only at the end
+    ims_per_batch: int = 8  # global
+
+
+@dataclass
+class LoggingConfig:
+    log_period: int = 20
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, found {type(data).__name__}")
+    return data
+
+
+def _load_tree(path: str, seen: tuple = ()) -> Any:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(seen)}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = OmegaConf.create({})
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: _base_ file not found: {base}")
+        merged = OmegaConf.merge(merged, _load_tree(base_path, seen + (path,)))
+    # Lists replace rather than merge element-wise, as in MMDetection and detectron2.
+    return OmegaConf.merge(merged, OmegaConf.create(data))
+
+
+def _parse_override(text: str):
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    key, value = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override '{text}' has no key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(p)]
+            continue
+        if p not in node or not isinstance(node[p], (dict, list)):
+            node[p] = {}
+        node = node[p]
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def load_config(schema: Type[T], path: Optional[str] = None, overrides: Sequence[str] = ()) -> T:
+    """Load ``path`` (with its ``_base_`` chain), apply ``overrides`` and validate against ``schema``."""
+    tree = OmegaConf.create({}) if path is None else _load_tree(path)
+    plain = OmegaConf.to_container(tree, resolve=True) if len(tree) else {}
+    for text in overrides:
+        key, value = _parse_override(text)
+        try:
+            _set_path(plain, key, value)
+        except (ValueError, IndexError, TypeError):
+            raise ConfigError(f"override '{text}': '{key}' does not address a key of the config") from None
+    return from_dict(schema, plain)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: dict -> dataclass, strictly typed
+# --------------------------------------------------------------------------------------------------
+
+
+def _closest(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    pool = close or list(valid)[:8]
+    what = "closest valid" if close else "valid"
+    return f"{what}: {', '.join(pool)}" if pool else "no keys are valid here"
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, List):
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"list of {_describe(arg)}"
+    if origin in (dict, Dict):
+        return "mapping"
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args) + " or null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, key)
+            except ConfigError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (list, List, tuple):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {value!r}")
+        arg = args[0] if args else Any
+        return [_convert(arg, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, vt = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            raise ConfigError(f"unknown key '{prefix}{k}' ({_closest(str(k), names)})")
+        kwargs[k] = _convert(hints[k], v, prefix + k)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        check(prefix)  # raises ConfigError naming the key; prefix is "model.backbone." etc.
+    return obj
+
+
+def from_dict(schema: Type[T], data: dict) -> T:
+    """Build a ``schema`` dataclass from plain data, strictly; raises ConfigError."""
+    return _build(schema, data or {})
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg, path: str) -> None:
+    """Write the resolved config (what actually ran) next to the run's outputs."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg))
+
+
+def choice(key: str, value: str, valid: Sequence[str]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``valid``; for ``validate()`` methods."""
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), list(valid), n=3, cutoff=0.4)
+        hint = f"closest valid: {', '.join(close)}" if close else f"valid: {', '.join(valid)}"
+        raise ConfigError(f"{key}: '{value}' is not a valid value ({hint})")
