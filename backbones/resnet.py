@@ -1,0 +1,408 @@
+"""Residual networks of "Deep Residual Learning for Image Recognition" (He et al., 2015), as torchvision
+writes them, with the options detection needs.
+
+One :class:`ResNet` serves two modes. With ``num_classes`` it is the classifier (global average
+pooling and ``fc``; ``forward`` returns logits). With ``num_classes=None`` it is a backbone:
+``forward`` returns the feature maps named in ``out_features`` (``stem`` after the max-pool, and the
+paper's stages ``res2``..``res5``), and stages after the last requested one are not built (as in
+detectron2; an unused stage would also trip DistributedDataParallel's unused-parameter check).
+
+Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``,
+``fc``) so torchvision and timm state dicts load as they are. Stage ``resK`` is ``layer{K-1}``.
+
+Options beyond torchvision:
+  * ``plain=True``: no shortcuts at all (the paper's plain nets of the degradation study);
+  * ``shortcut``: "A" zero-padded identity (parameter-free), "B" projections only where the shape
+    changes (default, torchvision's), "C" projections on every block (paper Table 3);
+  * ``stride_in_1x1``: the MSRA placement of the bottleneck stride (in the first 1x1 conv) instead of
+    torchvision's (in the 3x3, "ResNet v1.5");
+  * ``norm``: BN, SyncBN, FrozenBN or GN; ``freeze_at`` as detectron2 (0 none, 1 stem, 2 stem+res2, ...);
+  * ``dilation=(d4, d5)``: dilated res4/res5 instead of strided (torchvision's
+    ``replace_stride_with_dilation``: (1, 2) gives output stride 16, (2, 4) gives 8).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Type, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Backbone, freeze_module
+from .norm import get_norm
+
+__all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "make_stage", "RESNET_LAYERS",
+           "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+           "plain18", "plain34", "plain50", "plain101", "plain152"]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding"""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
+                     bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution"""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Shortcut option A: identity subsampled by the stride, extra channels zero. No parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option A shortcut cannot reduce channels ({in_channels} -> {out_channels})")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            # Same positions a 1x1 stride-s convolution would sample, so shapes match the residual branch.
+            x = x[:, :, :: self.stride, :: self.stride]
+        pad = self.out_channels - self.in_channels
+        return F.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    expansion: int = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        dilation: int = 1,
+        norm: str = "BN",
+        residual: bool = True,
+        stride_in_1x1: bool = False,  # no 1x1 conv here: accepted so every block takes the same options
+    ) -> None:
+        super().__init__()
+        # Both self.conv1 and self.downsample layers downsample the input when stride != 1
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation)
+        self.bn1 = get_norm(norm, planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.bn2 = get_norm(norm, planes)
+        self.downsample = downsample
+        self.stride = stride
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+        out = self.relu(out)
+
+        return out
+
+
+class Bottleneck(nn.Module):
+    # torchvision places the stride of a downsampling block in the 3x3 convolution (conv2), the original
+    # MSRA implementation in the first 1x1 (conv1): stride_in_1x1=True. Same parameters, different
+    # network: MSRA/Caffe weights need stride_in_1x1=True, torchvision/timm weights the default.
+    expansion: int = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Optional[nn.Module] = None,
+        dilation: int = 1,
+        norm: str = "BN",
+        residual: bool = True,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        width = planes
+        self.conv1 = conv1x1(inplanes, width, stride_1x1)
+        self.bn1 = get_norm(norm, width)
+        self.conv2 = conv3x3(width, width, stride_3x3, dilation)
+        self.bn2 = get_norm(norm, width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = get_norm(norm, planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
+
+        if self.residual:
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+        out = self.relu(out)
+
+        return out
+
+
+Block = Union[Type[BasicBlock], Type[Bottleneck]]
+
+
+def _shortcut(kind: str, inplanes: int, outplanes: int, stride: int, norm: str) -> Optional[nn.Module]:
+    changes_shape = stride != 1 or inplanes != outplanes
+    if kind == "C" or (kind == "B" and changes_shape):
+        return nn.Sequential(conv1x1(inplanes, outplanes, stride), get_norm(norm, outplanes))
+    if kind == "A" and changes_shape:
+        return ZeroPadShortcut(inplanes, outplanes, stride)
+    if kind not in ("A", "B", "C"):
+        raise ValueError(f"shortcut '{kind}' is not known; choose A, B or C")
+    return None
+
+
+def make_stage(
+    block: Block,
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int = 1,
+    dilation: int = 1,
+    first_dilation: int = 1,
+    *,
+    plain: bool = False,
+    shortcut: str = "B",
+    stride_in_1x1: bool = False,
+    norm: str = "BN",
+) -> nn.Sequential:
+    """One stage (``layerN``) of ``blocks`` blocks; the first one carries the stride.
+
+    As torchvision's ``_make_layer``: the first block of a dilated stage keeps the previous stage's
+    dilation (``first_dilation``), the others use ``dilation``. Public so a detector's C4 head can
+    build ``res5`` exactly as the backbone would.
+    """
+    layers = []
+    for i in range(blocks):
+        cin = inplanes if i == 0 else planes * block.expansion
+        s = stride if i == 0 else 1
+        downsample = None if plain else _shortcut(shortcut, cin, planes * block.expansion, s, norm)
+        layers.append(block(cin, planes, s, downsample, first_dilation if i == 0 else dilation, norm,
+                            residual=not plain, stride_in_1x1=stride_in_1x1))
+    return nn.Sequential(*layers)
+
+
+class ResNet(Backbone):
+    # Subclasses (CIFAR) change the stem and the stage widths.
+    stage_widths: Sequence[int] = (64, 128, 256, 512)
+    stem_channels: int = 64
+    stem_stride: int = 4
+
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        num_classes: Optional[int] = 1000,
+        *,
+        out_features: Optional[Sequence[str]] = None,
+        plain: bool = False,
+        shortcut: str = "B",
+        stride_in_1x1: bool = False,
+        norm: str = "BN",
+        freeze_at: int = 0,
+        dilation: Sequence[int] = (1, 1),
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(self.stage_widths):
+            raise ValueError(f"expected {len(self.stage_widths)} stage depths, got {list(layers)}")
+        stage_names = [f"res{i + 2}" for i in range(len(layers))]
+        valid = ["stem"] + stage_names
+        if out_features is None:
+            out_features = [stage_names[-1]] if num_classes is not None else stage_names
+        out_features = list(out_features)
+        unknown = [f for f in out_features if f not in valid]
+        if not out_features or unknown:
+            raise ValueError(f"out_features {out_features}: choose a subset of {valid}")
+        out_features = sorted(set(out_features), key=valid.index)
+        if zero_init_residual and plain:
+            raise ValueError("zero_init_residual would zero every block of a plain network (no shortcut)")
+        dilation = list(dilation)
+        if len(dilation) != 2 or dilation[1] < dilation[0] or any(d < 1 for d in dilation):
+            raise ValueError(f"dilation [res4, res5] must be positive and non-decreasing, got {dilation}")
+
+        self.num_classes = num_classes
+        self.depth_layers = list(layers)
+        self.plain, self.shortcut, self.stride_in_1x1, self.norm = plain, shortcut, stride_in_1x1, norm
+        self.out_features = out_features
+
+        self._build_stem(norm)
+        # A backbone builds stages up to the last one it returns; a classifier builds them all.
+        last = len(stage_names) if num_classes is not None else max(valid.index(f) for f in out_features)
+        self.out_channels = {"stem": self.stem_channels}
+        self.strides = {"stem": self.stem_stride}
+        stage_dilations = {"res4": dilation[0], "res5": dilation[1]}
+        inplanes, stride_now, previous_dilation = self.stem_channels, self.stem_stride, 1
+        for i in range(last):
+            name, width = stage_names[i], self.stage_widths[i]
+            d = stage_dilations.get(name, 1)
+            stride = 1 if i == 0 or d > 1 else 2  # a dilated stage keeps its input resolution
+            stage = make_stage(block, inplanes, width, layers[i], stride, d, previous_dilation, plain=plain,
+                               shortcut=shortcut, stride_in_1x1=stride_in_1x1, norm=norm)
+            setattr(self, f"layer{i + 1}", stage)
+            inplanes, stride_now, previous_dilation = width * block.expansion, stride_now * stride, d
+            self.out_channels[name], self.strides[name] = inplanes, stride_now
+        self._num_stages = last
+        self.out_channels = {k: self.out_channels[k] for k in out_features}
+        self.strides = {k: self.strides[k] for k in out_features}
+
+        if num_classes is not None:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(inplanes, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+        # Zero-initialize the last norm in each residual branch, so that each block starts as an
+        # identity. This improves the model by 0.2~0.3% according to https://arxiv.org/abs/1706.02677
+        if zero_init_residual:
+            for m in self.modules():
+                last_norm = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+                if last_norm is not None:
+                    nn.init.zeros_(last_norm.weight)
+
+        self.freeze_at = 0
+        self.freeze(freeze_at)
+
+    def _build_stem(self, norm: str) -> None:
+        self.conv1 = nn.Conv2d(3, self.stem_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = get_norm(norm, self.stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def stages(self):
+        """(name, module) of the built stages: ``res2`` -> ``layer1``, ..."""
+        return [(f"res{i + 2}", getattr(self, f"layer{i + 1}")) for i in range(self._num_stages)]
+
+    def freeze(self, at: int = 0) -> "ResNet":
+        """Freeze the stem (at>=1) and stages res2..res{at} (as detectron2): no gradients, FrozenBN.
+
+        Freezing is one-way: a smaller ``at`` later does not unfreeze.
+        """
+        if not 0 <= at <= 1 + len(self.stage_widths):
+            raise ValueError(f"freeze_at must be in 0..{1 + len(self.stage_widths)}, got {at}")
+        if at >= 1:
+            self.conv1 = freeze_module(self.conv1)
+            self.bn1 = freeze_module(self.bn1)
+        for k, (name, stage) in enumerate(self.stages(), start=2):
+            if at >= k:
+                setattr(self, f"layer{k - 1}", freeze_module(stage))
+        self.freeze_at = max(self.freeze_at, at)
+        return self
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        """The feature maps of ``out_features``; computes nothing after the last of them."""
+        outputs: dict[str, Tensor] = {}
+        wanted = self.out_features
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        if "stem" in wanted:
+            outputs["stem"] = x
+        for name, stage in self.stages():
+            if len(outputs) == len(wanted):
+                break
+            x = stage(x)
+            if name in wanted:
+                outputs[name] = x
+        return outputs
+
+    def forward(self, x: Tensor):
+        if self.num_classes is None:
+            return self.forward_features(x)
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        for _, stage in self.stages():
+            x = stage(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        x = self.fc(x)
+        return x
+
+
+RESNET_LAYERS = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
+
+
+def _resnet(depth: int, plain: bool, **kwargs) -> ResNet:
+    block, layers = RESNET_LAYERS[depth]
+    return ResNet(block, layers, plain=plain, **kwargs)
+
+
+def resnet18(**kwargs) -> ResNet:
+    return _resnet(18, False, **kwargs)
+
+
+def resnet34(**kwargs) -> ResNet:
+    return _resnet(34, False, **kwargs)
+
+
+def resnet50(**kwargs) -> ResNet:
+    return _resnet(50, False, **kwargs)
+
+
+def resnet101(**kwargs) -> ResNet:
+    return _resnet(101, False, **kwargs)
+
+
+def resnet152(**kwargs) -> ResNet:
+    return _resnet(152, False, **kwargs)
+
+
+def plain18(**kwargs) -> ResNet:
+    return _resnet(18, True, **kwargs)
+
+
+def plain34(**kwargs) -> ResNet:
+    return _resnet(34, True, **kwargs)
+
+
+def plain50(**kwargs) -> ResNet:
+    return _resnet(50, True, **kwargs)
+
+
+def plain101(**kwargs) -> ResNet:
+    return _resnet(101, True, **kwargs)
+
+
+def plain152(**kwargs) -> ResNet:
+    return _resnet(152, True, **kwargs)
