@@ -1,0 +1,256 @@
+"""COCO evaluation (box and mask AP) with faster-coco-eval or pycocotools.
+
+Both backends run the same protocol and give the same numbers (tests check every number to 1e-10):
+faster-coco-eval's ``COCOeval_faster`` is pycocotools' algorithm with the matching and accumulation in
+C++. Numbers are reported in percent; a metric without ground truth (e.g. APl when no object is
+large) is NaN, as detectron2 reports it (written as null in JSON).
+
+For mask AP the results' ``bbox`` is removed before ``loadRes``: with a bbox present pycocotools
+takes the box area as the instance area, which changes the small/medium/large split (detectron2 does
+the same).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch.distributed as dist
+
+from engine.data import DataError
+
+from .coco_results import instances_to_coco_results
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+BACKENDS = ("faster_coco_eval", "pycocotools")
+IOU_TYPES = ("bbox", "segm")
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _backend(name: str):
+    """(COCO class, COCOeval class, extra COCOeval kwargs) of a backend."""
+    if name == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+        return COCO, COCOeval_faster, {"print_function": _silent}
+    if name == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval, {}
+    raise ValueError(f"unknown COCO evaluation backend '{name}' (valid: {', '.join(BACKENDS)})")
+
+
+def load_gt_dataset(gt) -> dict:
+    """The ground-truth json as a dict, from a path, a dict or a COCO object of either backend."""
+    if isinstance(gt, (str, os.PathLike)):
+        if not os.path.isfile(gt):
+            raise DataError(f"{gt}: ground-truth annotation file not found")
+        try:
+            with open(gt, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{gt}: not valid JSON ({e})") from None
+        where = str(gt)
+    elif isinstance(gt, dict):
+        data, where = gt, "ground truth"
+    elif hasattr(gt, "dataset"):
+        data, where = gt.dataset, "ground truth"
+    else:
+        raise TypeError(f"ground truth must be a json path, a dict or a COCO object, got {type(gt).__name__}")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise DataError(f"{where}: needs 'images' and 'categories' lists; run tools/check_dataset.py on it")
+    return data
+
+
+def _coco_from_dataset(coco_cls, dataset: dict):
+    coco = coco_cls()
+    # Each evaluation gets its own copy: both libraries write into the annotation dicts ('ignore', RLEs).
+    coco.dataset = copy.deepcopy(dataset)
+    coco.dataset.setdefault("annotations", [])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _empty_results(coco_cls, gt_dataset: dict):
+    """A detections object without detections; pycocotools' ``loadRes([])`` raises instead."""
+    return _coco_from_dataset(coco_cls, {"images": gt_dataset["images"], "annotations": [],
+                                         "categories": gt_dataset["categories"]})
+
+
+def _percent(value: float) -> float:
+    return float(value) * 100.0 if value >= 0 else float("nan")
+
+
+def category_names(gt_dataset: dict) -> Dict[int, str]:
+    """{category id: display name}; duplicated names get their id appended so that keys stay unique."""
+    names = {c["id"]: str(c.get("name", c["id"])) for c in gt_dataset["categories"]}
+    counts: Dict[str, int] = {}
+    for n in names.values():
+        counts[n] = counts.get(n, 0) + 1
+    return {i: (n if counts[n] == 1 else f"{n} ({i})") for i, n in names.items()}
+
+
+def per_category_ap(precision: np.ndarray, cat_ids: Sequence[int], names: Dict[int, str]) -> Dict[str, float]:
+    """AP per category in percent from ``COCOeval.eval['precision']`` [T, R, K, A, M], as detectron2's
+    ``_derive_coco_results``: area 'all', the largest maxDets, -1 entries left out, NaN without gt."""
+    result = {}
+    for k, cat_id in enumerate(cat_ids):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        result[names[cat_id]] = float(np.mean(p)) * 100.0 if p.size else float("nan")
+    return result
+
+
+def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
+                     image_ids: Optional[Iterable[int]] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Evaluate COCO results records against ``gt``; returns (12 metrics, per-category AP), percent.
+
+    ``image_ids`` restricts the evaluation to those images (e.g. the part of a validation set that
+    was run); by default every ground-truth image counts, with or without detections.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
+    coco_cls, eval_cls, eval_kwargs = _backend(backend)
+    gt_dataset = load_gt_dataset(gt)
+    coco_gt = _coco_from_dataset(coco_cls, gt_dataset)
+    records = copy.deepcopy(list(results))  # loadRes writes ids and areas into the records
+    if iou_type == "segm":
+        records = [r for r in records if "segmentation" in r]
+        for r in records:
+            r.pop("bbox", None)
+    if records:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(records)
+    else:
+        coco_dt = _empty_results(coco_cls, gt_dataset)
+    evaluator = eval_cls(coco_gt, coco_dt, iou_type, **eval_kwargs)
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    metrics = {k: _percent(v) for k, v in zip(METRIC_KEYS, evaluator.stats)}
+    per_category = per_category_ap(np.asarray(evaluator.eval["precision"]), evaluator.params.catIds,
+                                   category_names(gt_dataset))
+    return metrics, per_category
+
+
+def _is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _all_gather(obj) -> list:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
+
+
+class COCOEvaluator:
+    """Collects a model's predictions over a (sharded) dataset, then evaluates them on rank 0.
+
+    ``update({image_id: output})`` takes model outputs with ``boxes`` (xyxy, original image pixels),
+    ``scores``, ``labels`` (contiguous 1..K) and, for ``segm``, ``masks`` ([N, H, W] or [N, 1, H, W] in
+    original pixels; probabilities are thresholded at 0.5). Every image passed counts as evaluated,
+    with or without detections. Under ``torchrun`` each rank updates with its shard;
+    ``evaluate()`` gathers the records (torch.distributed ``all_gather_object``), and returns the
+    metrics on rank 0 and ``{}`` elsewhere::
+
+        {"bbox": {AP, AP50, ..., ARl}, "bbox_per_category": {name: AP}, "segm": ..., "segm_per_category": ...}
+    """
+
+    def __init__(self, gt, iou_types: Sequence[str] = ("bbox",), backend: str = "faster_coco_eval",
+                 contiguous_to_id: Optional[Dict[int, int]] = None):
+        for iou_type in iou_types:
+            if iou_type not in IOU_TYPES:
+                raise ValueError(f"iou_types: '{iou_type}' is not one of {IOU_TYPES}")
+        _backend(backend)  # fail now on a bad name, not after a whole inference pass
+        self.gt_dataset = load_gt_dataset(gt)
+        self.iou_types = tuple(iou_types)
+        self.backend = backend
+        if contiguous_to_id is None:  # the default mapping of CocoDetection: sorted ids -> 1..K
+            ids = sorted(c["id"] for c in self.gt_dataset["categories"])
+            contiguous_to_id = {i + 1: cat_id for i, cat_id in enumerate(ids)}
+        self.contiguous_to_id = dict(contiguous_to_id)
+        self.reset()
+
+    def reset(self) -> None:
+        self._records: List[dict] = []
+        self._image_ids: List[int] = []
+        self._gathered = False
+
+    def update(self, predictions: Dict[int, dict]) -> None:
+        with_masks = "segm" in self.iou_types
+        for image_id, output in predictions.items():
+            image_id = int(image_id)
+            self._image_ids.append(image_id)
+            masks = output.get("masks") if with_masks else None
+            if with_masks and masks is None:
+                raise ValueError(f"image {image_id}: segm evaluation needs 'masks' in the model output")
+            self._records.extend(instances_to_coco_results(
+                image_id, output["boxes"], output["scores"], output["labels"], self.contiguous_to_id, masks))
+
+    def synchronize(self) -> None:
+        """Gather every rank's records and image ids (all ranks must call it)."""
+        if self._gathered:
+            return
+        parts = _all_gather((self._records, self._image_ids))
+        self._records = [r for records, _ in parts for r in records]
+        self._image_ids = [i for _, ids in parts for i in ids]
+        self._gathered = True
+
+    def results(self) -> List[dict]:
+        """COCO results records (bbox xywh, category ids of the dataset) collected so far."""
+        return list(self._records)
+
+    def image_ids(self) -> List[int]:
+        return sorted(set(self._image_ids))
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        self.synchronize()
+        if not _is_main_process():
+            return {}
+        out: Dict[str, Dict[str, float]] = {}
+        for iou_type in self.iou_types:
+            metrics, per_category = evaluate_results(self.gt_dataset, self._records, iou_type,
+                                                     self.backend, image_ids=self.image_ids())
+            out[iou_type] = metrics
+            out[f"{iou_type}_per_category"] = per_category
+        return out
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "  nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:5.2f}"
+
+
+def format_table(results: Dict[str, Dict[str, float]], columns: int = 3) -> str:
+    """The 12 numbers of each IoU type and the per-category AP table, as text for the console."""
+    lines: List[str] = []
+    for iou_type in IOU_TYPES:
+        if iou_type not in results:
+            continue
+        metrics = results[iou_type]
+        lines.append(f"{iou_type} AP (percent)")
+        lines.append(" | ".join(f"{k:>5s}" for k in METRIC_KEYS))
+        lines.append(" | ".join(_fmt(metrics.get(k)) for k in METRIC_KEYS))
+        per_category = results.get(f"{iou_type}_per_category", {})
+        if per_category:
+            width = max(8, max(len(n) for n in per_category))
+            items = list(per_category.items())
+            lines.append(f"{iou_type} AP per category")
+            lines.append("  ".join(f"{'category':<{width}s}    AP" for _ in range(min(columns, len(items)))))
+            for start in range(0, len(items), columns):
+                row = items[start:start + columns]
+                lines.append("  ".join(f"{n:<{width}s} {_fmt(v)}" for n, v in row))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
