@@ -10,9 +10,11 @@ and the model normalises them with its backbone weights' mean/std and calls ``pa
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
+
+from backbones.input_norm import normalize_image
 
 
 def collate_detection(samples: Sequence[Tuple[torch.Tensor, dict]]) -> Tuple[List[torch.Tensor], List[dict]]:
@@ -20,6 +22,7 @@ def collate_detection(samples: Sequence[Tuple[torch.Tensor, dict]]) -> Tuple[Lis
 
     Images keep their own sizes (uint8 [3, H, W] from ``CocoDetection``); the model pads them.
     """
+    samples = [s for s in samples if s is not None]  # unreadable images skipped by the dataset
     images = [s[0] for s in samples]
     targets = [s[1] for s in samples]
     return images, targets
@@ -45,25 +48,15 @@ def pad_images(images: Sequence[torch.Tensor], size_divisible: int = 32,
     return batch, image_sizes
 
 
-def normalize_and_pad(images: Sequence[torch.Tensor], mean: Sequence[float], std: Sequence[float],
-                      size_divisible: int = 32, divisor: float = 255.0,
-                      bgr: bool = False) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
-    """Float-convert, normalise and pad RGB uint8 images: ``(img / divisor - mean) / std``, then pad 0.
+def normalize_and_pad(images: Sequence[torch.Tensor], input_norm: Dict,
+                      size_divisible: int = 32) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
+    """RGB uint8 (or 0-255 float) images -> normalised for the weights' ``input_norm``
+    (``backbones.input_norm``), then padded with 0: the order torchvision uses.
 
-    torchvision weights: ``divisor=255``, ImageNet mean/std (bitwise what torchvision computes).
-    MSRA/Caffe weights: ``divisor=1``,
-    ``bgr=True``, mean in BGR 0-255 and std 1. (The model may hold this; it is here so that the order
-    normalise-then-pad lives next to the padding.)
+    For torchvision weights the batch equals ``GeneralizedRCNNTransform``'s bitwise (x / 255, then
+    (x - mean) / std, then ``batch_images``).
     """
     if len(images) == 0:
         raise ValueError("normalize_and_pad needs at least one image")
-    device = images[0].device
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
-    normalized = []
-    for img in images:
-        x = img.to(torch.float32)
-        if bgr:
-            x = x.flip(0)
-        normalized.append((x / divisor - mean_t) / std_t)
+    normalized = [normalize_image(img.to(torch.float32) / 255.0, input_norm) for img in images]
     return pad_images(normalized, size_divisible)

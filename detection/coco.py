@@ -14,11 +14,13 @@ What training sees, and what is counted in ``stats`` (annotations are filtered o
   ("instances without valid segmentation"); without ``with_masks`` their boxes are kept.
 - ``empty_images_dropped``: with ``keep_empty=False``, images left without any target.
 - ``skipped_images`` (``skip_bad`` only): unreadable images or images whose decoded size differs from
-  the json, replaced by the next image. Counted in the process that read them (each DataLoader
-  worker keeps its own count); a warning names each one.
+  the json; ``dataset[i]`` is then ``None`` (``engine.data.SkippingCollate`` and ``collate_detection``
+  drop it; the trainer counts them). Counted in the process that read them (each DataLoader worker
+  keeps its own count); a warning names each one.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -212,16 +214,15 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, item: Item):
         index, seed = _split_item(item)
-        for attempt in range(len(self.records)):
-            try:
-                return self._load(index, seed)
-            except DataError as e:
-                if not self.skip_bad:
-                    raise
-                self.stats["skipped_images"] += 1
-                warnings.warn(f"skipping: {e}")
-                index = (index + 1) % len(self.records)
-        raise DataError(f"{self.json_path}: no readable image in {self.images_dir}")
+        try:
+            return self._load(index, seed)
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            # engine.data.SkippingCollate drops None samples and the trainer counts them.
+            self.stats["skipped_images"] += 1
+            warnings.warn(f"skipping: {e}")
+            return None
 
     def _load(self, index: int, seed: Optional[int]):
         record = self.records[index]
@@ -302,7 +303,6 @@ class ConcatCocoDetection(torch.utils.data.ConcatDataset):
         index, seed = _split_item(item)
         if index < 0:
             index += len(self)
-        import bisect
         which = bisect.bisect_right(self.cumulative_sizes, index)
         offset = index - (self.cumulative_sizes[which - 1] if which else 0)
         return self.datasets[which][(offset, seed) if seed is not None else offset]

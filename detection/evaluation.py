@@ -20,9 +20,8 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch.distributed as dist
-
 from engine.data import DataError
+from engine.dist import all_gather_object, is_main_process
 
 from .coco_results import instances_to_coco_results
 
@@ -144,18 +143,6 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
     return metrics, per_category
 
 
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _all_gather(obj) -> list:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, obj)
-        return gathered
-    return [obj]
-
-
 class COCOEvaluator:
     """Collects a model's predictions over a (sharded) dataset, then evaluates them on rank 0.
 
@@ -163,7 +150,7 @@ class COCOEvaluator:
     ``scores``, ``labels`` (contiguous 1..K) and, for ``segm``, ``masks`` ([N, H, W] or [N, 1, H, W] in
     original pixels; probabilities are thresholded at 0.5). Every image passed counts as evaluated,
     with or without detections. Under ``torchrun`` each rank updates with its shard;
-    ``evaluate()`` gathers the records (torch.distributed ``all_gather_object``), and returns the
+    ``evaluate()`` gathers the records (``engine.dist.all_gather_object``), and returns the
     metrics on rank 0 and ``{}`` elsewhere::
 
         {"bbox": {AP, AP50, ..., ARl}, "bbox_per_category": {name: AP}, "segm": ..., "segm_per_category": ...}
@@ -204,7 +191,7 @@ class COCOEvaluator:
         """Gather every rank's records and image ids (all ranks must call it)."""
         if self._gathered:
             return
-        parts = _all_gather((self._records, self._image_ids))
+        parts = all_gather_object((self._records, self._image_ids))
         self._records = [r for records, _ in parts for r in records]
         self._image_ids = [i for _, ids in parts for i in ids]
         self._gathered = True
@@ -218,7 +205,7 @@ class COCOEvaluator:
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         self.synchronize()
-        if not _is_main_process():
+        if not is_main_process():
             return {}
         out: Dict[str, Dict[str, float]] = {}
         for iou_type in self.iou_types:
@@ -254,3 +241,52 @@ def format_table(results: Dict[str, Dict[str, float]], columns: int = 3) -> str:
                 lines.append("  ".join(f"{n:<{width}s} {_fmt(v)}" for n, v in row))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None  # JSON has no NaN: a metric without ground truth is null
+    return value
+
+
+def write_metrics_json(metrics: Dict[str, Dict[str, float]], path: str) -> None:
+    """Write metrics (percent) to ``path``, keeping the other IoU types an existing file holds, so
+    that bbox and segm evaluations of one run end in one ``results.json``."""
+    merged = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                merged = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            merged = {}
+        if not isinstance(merged, dict):
+            merged = {}
+    merged.update(_json_safe(metrics))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(merged, f, indent=2)
+    os.replace(tmp, path)
+
+
+def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox",
+                          backend: str = "faster_coco_eval",
+                          output: Optional[str] = None) -> Dict[str, Dict[str, float]]:
+    """Evaluate a results file against a ground-truth json; write the metrics to ``output``
+    (default ``results.json`` beside the results file) and return them.
+
+    Bad input (missing file, not a list, unknown image or category ids) raises DataError naming the
+    file and the record.
+    """
+    from .coco_results import load_results_file
+
+    gt_dataset = load_gt_dataset(gt_json)
+    results = load_results_file(results_json, gt_dataset, iou_type)
+    metrics, per_category = evaluate_results(gt_dataset, results, iou_type, backend)
+    out = {iou_type: metrics, f"{iou_type}_per_category": per_category}
+    if output is None:
+        output = os.path.join(os.path.dirname(os.path.abspath(results_json)), "results.json")
+    write_metrics_json(out, output)
+    return out

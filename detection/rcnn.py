@@ -1,0 +1,68 @@
+"""Faster / Mask R-CNN on any reskit backbone, assembled from torchvision's detection components.
+
+torchvision's GeneralizedRCNN, RegionProposalNetwork and RoIHeads do the work (anchors, box coding,
+sampling, losses, NMS, mask pasting). What we add: backbones that follow our contract (dict of named
+features), the paper's C4 layout next to FPN, and input normalisation taken from the weights' own
+format (torchvision RGB 0-1 mean/std, or MSRA/Caffe BGR 0-255 minus mean), applied in one place.
+
+Inputs are RGB images as float tensors in 0-255 (C, H, W), any size. In training the data pipeline
+has already resized them (albumentations), so the transform only normalises and pads; in evaluation
+the transform resizes exactly as torchvision does (bilinear on the normalised float image), so a
+converted torchvision checkpoint reproduces torchvision's detections.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+DEFAULT_INPUT_NORM = {"color": "RGB", "scale": 1.0,
+                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+class RCNNTransform(GeneralizedRCNNTransform):
+    """torchvision's transform, fed 0-255 RGB, normalising for the weights' format.
+
+    ``scale == 1`` formats (torchvision, timm) divide by 255 first, exactly as ``to_tensor`` would,
+    so the arithmetic matches a torchvision user's bit for bit; BGR formats flip the channels.
+    """
+
+    def __init__(self, min_size: int, max_size: int, input_norm: dict, size_divisible: int = 32):
+        super().__init__(min_size, max_size, list(input_norm["mean"]), list(input_norm["std"]),
+                         size_divisible=size_divisible, _skip_resize=True)
+        self.input_norm = dict(input_norm)
+
+    def normalize(self, image: Tensor) -> Tensor:
+        if not image.is_floating_point():
+            image = image.float()
+        if float(self.input_norm.get("scale", 1.0)) == 1.0:
+            image = image.div(255)
+        if self.input_norm.get("color", "RGB") == "BGR":
+            image = image.flip(0)
+        return super().normalize(image)
+
+
+class RCNN(GeneralizedRCNN):
+    """GeneralizedRCNN whose backbone returns ``dict[str, Tensor]`` (our contract).
+
+    ``forward(images, targets)`` returns the loss dict in training and, in evaluation, one dict per
+    image with ``boxes`` (xyxy in the input image's pixels), ``scores``, ``labels`` (contiguous,
+    1..K) and, for Mask R-CNN, ``masks`` (N, 1, H, W probabilities).
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module,
+                 transform: RCNNTransform, arch: str):
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.arch = arch
+
+    @property
+    def input_norm(self) -> dict:
+        return self.transform.input_norm
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None):
+        if self.training and targets is None:
+            raise ValueError("RCNN in training mode needs targets (boxes, labels[, masks]) per image")
+        return super().forward(images, targets)
