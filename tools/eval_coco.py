@@ -9,11 +9,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from engine.cli import fail  # noqa: E402
-from engine.data import DataError  # noqa: E402
-from detection.evaluation import BACKENDS, evaluate_results_file, format_table  # noqa: E402
+from detection.evaluation import BACKENDS, evaluate_results_file, format_table
+from engine.cli import fail
+from engine.data import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
