@@ -1,97 +1,66 @@
 """The training loop every task shares: iterations, DDP, AMP, accumulation, checkpoints, evaluation.
 
 A task (classification, detection, segmentation) hands the trainer an object that follows
-:class:`Task`; the trainer owns everything else: the process group, the sampler and its saved
-position, the optimizer and schedule, mixed precision, EMA, checkpoints, logging and resuming.
+:class:`engine.task.Task`; the trainer owns everything else: the process group, the sampler and its
+saved position, the optimizer and schedule, mixed precision, EMA, checkpoints, logging and resuming.
 
 Usage (what ``tools/train_*.py`` do)::
 
-    cfg = parse_config(MyTaskConfig, args.config, args.overrides)
-    trainer = Trainer(cfg, MyTask(cfg))
-    if args.eval_only:
-        trainer.evaluate_only(cfg.model.weights)
-    else:
-        trainer.train(resume=args.resume)
+    def main():
+        args = default_argument_parser("train X").parse_args()
+        cfg = parse_config(MyTaskConfig, args.config, args.overrides)
+        trainer = Trainer(cfg, MyTask(cfg))
+        if args.eval_only:
+            trainer.evaluate_only(cfg.model.weights)
+        else:
+            trainer.train(resume=args.resume)
+
+    run_tool(main)   # engine.launch: bad data / non-finite loss -> one line, exit 1
+
+A run writes into ``output_dir`` (rank 0 only): ``config.yaml``, ``metrics.jsonl``, TensorBoard
+events, ``checkpoints/model_{iter:07d}.pth`` (the last ``solver.keep_checkpoints``), ``model_best.pth``
+(when the primary metric improves), ``model_final.pth`` and ``results.json``.
+
+Iterations count optimizer steps; "checkpoint at iteration N" holds the state after N steps.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Protocol, Sequence, runtime_checkable
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .config import ConfigError, save_config, to_dict
+from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
+from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
+                   is_main_process, reduce_sum_tensor)
+from .ema import ModelEMA
+from .logger import MetricsLogger
+from .optim import build_optimizer
+from .sampler import TrainBatchSampler, derive_seed
+from .schedule import build_lr_scheduler, scale_for_batch
+from .task import Task
+
+__all__ = ["Task", "Trainer", "lookup_metric"]
 
 
-@runtime_checkable
-class Task(Protocol):
-    """What a task gives the trainer (duck-typed: any object with these members works).
-
-    Required
-    --------
-    primary_metric: str
-        Dotted key into the results of :meth:`evaluate`, higher is better ("top1", "bbox.AP").
-        Drives the plateau schedule and ``model_best.pth``.
-    num_train_samples: int
-        Length of the training set; turns ``solver.max_epochs`` into iterations.
-    build_model() -> nn.Module
-        Called once on every rank, after the seeds are set; the trainer moves it to the device,
-        converts it to channels-last, wraps it in DDP and (optionally) compiles it.
-    train_dataset() -> Dataset
-        ``__getitem__`` receives a pair ``(index, sample_seed)``: draw every random augmentation
-        from ``sample_seed`` (e.g. ``np.random.default_rng(sample_seed)``), never from global RNGs,
-        so a sample looks the same whatever the number of workers or ranks, and after a resume.
-        It may return ``None`` for a sample it chose to skip (the batch goes on without it and the
-        skip is counted), or raise :class:`engine.data.DataError` with a one-line message naming the
-        file / record and what to do (the run stops with that line, exit code 1).
-    collate(samples: list) -> batch
-        Turns a list of samples into a batch; runs in the loader workers. The trainer moves the
-        batch to the device (tensors inside lists / tuples / dicts; 4-D float tensors become
-        channels-last when ``solver.channels_last``).
-    group_ids() -> Optional[Sequence[int]]
-        One group id per training sample (aspect-ratio groups for detection); every batch then
-        holds samples of one group. ``None``: no grouping.
-    training_step(model, batch) -> dict[str, Tensor]
-        Forward pass and losses, called inside autocast with the DDP-wrapped (possibly compiled)
-        model in train mode. Returns the scalar loss terms; the trainer backpropagates their sum.
-    evaluate(model) -> dict
-        Called on every rank with the bare (or EMA) model in eval mode under ``torch.no_grad()``;
-        each rank evaluates its shard (``engine.sampler.InferenceSampler``,
-        ``engine.data.build_inference_loader``) and the results are gathered to rank 0
-        (``engine.sampler.gather_in_order``). Returns the full results on rank 0, numbers in
-        percent, nested as they should appear in results.json (``{"top1": .., "top5": ..}``,
-        ``{"bbox": {"AP": ..}}``); other ranks may return ``{}``.
-    checkpoint_meta() -> dict
-        Plain data (str, numbers, lists, dicts) saved in every checkpoint under "meta": input
-        normalisation, class names, anything a predictor needs to use the weights.
-
-    Optional
-    --------
-    param_lr_mults(model) -> dict[str, float]
-        Parameter-name prefix -> learning-rate multiplier (``{"backbone": 0.1}``); the longest
-        matching prefix wins.
-    find_unused_parameters: bool
-        Passed to DistributedDataParallel (default False).
-    load_weights(model, path) -> None
-        How ``evaluate_only`` loads a weights file; default: the "model" (or "model_ema" when
-        EMA is enabled) entry of a reskit checkpoint, strictly.
-    """
-
-    primary_metric: str
-    num_train_samples: int
-
-    def build_model(self) -> nn.Module: ...
-
-    def train_dataset(self) -> Dataset: ...
-
-    def collate(self, samples: list) -> Any: ...
-
-    def group_ids(self) -> Optional[Sequence[int]]: ...
-
-    def training_step(self, model: nn.Module, batch: Any) -> Dict[str, torch.Tensor]: ...
-
-    def evaluate(self, model: nn.Module) -> dict: ...
-
-    def checkpoint_meta(self) -> dict: ...
+def lookup_metric(results: dict, dotted: str) -> Optional[float]:
+    """``results["bbox"]["AP"]`` for ``"bbox.AP"``; None when absent."""
+    node: Any = results
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, (int, float)) else None
 
 
 class Trainer:
@@ -99,22 +68,319 @@ class Trainer:
 
     ``cfg`` is a task config dataclass with at least: ``output_dir``, ``seed``, ``deterministic``,
     ``solver`` (SolverConfig), ``test`` (TestConfig), ``logging`` (LoggingConfig) and
-    ``data.num_workers``.
+    ``data.num_workers``. The schedule is rescaled for the batch first (``schedule.scale_for_batch``)
+    and ``solver.max_epochs`` turned into ``solver.max_iter``; ``self.cfg`` is the config that runs.
+
+    After construction: ``self.model`` (bare model on the device), ``self.train_model`` (what
+    ``training_step`` gets: DDP-wrapped and/or compiled), ``self.optimizer``, ``self.scheduler``,
+    ``self.scaler``, ``self.ema`` (or None), ``self.device``, ``self.max_iter``.
     """
 
     def __init__(self, cfg, task: Task):
-        raise NotImplementedError
+        solver, test = scale_for_batch(cfg.solver, cfg.test)
+        if solver.max_epochs > 0:
+            iters = math.ceil(solver.max_epochs * task.num_train_samples / solver.ims_per_batch)
+            solver = dataclasses.replace(solver, max_iter=max(1, iters))
+        self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
+        self.task = task
+        self.max_iter = solver.max_iter
+        set_deterministic(cfg.deterministic)
+        self.device = init_distributed()
+        self._check_config()
+
+        seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up
+        model = task.build_model().to(self.device)
+        if solver.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        mults_fn = getattr(task, "param_lr_mults", None)
+        self.optimizer = build_optimizer(model, solver, mults_fn(model) if mults_fn else None)
+        self.scheduler = build_lr_scheduler(self.optimizer, solver, self.max_iter)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=solver.amp == "fp16")
+        self.ema = ModelEMA(model, solver.ema_decay) if solver.ema else None
+        self.train_model: nn.Module = model
+        if get_world_size() > 1:
+            self.train_model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=getattr(task, "find_unused_parameters", False))
+        if solver.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.checkpointer = Checkpointer(cfg.output_dir, keep=solver.keep_checkpoints)
+        self.iteration = 0
+        self.best_metric: Optional[float] = None
+        self.skipped_total = 0  # samples the dataset skipped (returned None), over all ranks
+        self.last_checkpoint: Optional[str] = None
+        self._warned_missing_metric = False
+
+    def _check_config(self) -> None:
+        s, t = self.cfg.solver, self.cfg.test
+        if s.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("solver.amp: fp16 needs a CUDA GPU (it relies on a grad scaler); "
+                              "use bf16 or off on the CPU")
+        if s.lr_schedule == "plateau" and t.eval_period <= 0:
+            raise ConfigError("solver.lr_schedule: plateau watches the validation metric; "
+                              "set test.eval_period > 0")
+        # the sampler checks that the batch splits over ranks and accumulation steps
+        TrainBatchSampler(1, s.ims_per_batch, 0, get_world_size(), accumulate=s.accumulate)
+
+    # ---------------------------------------------------------------------------------- training
 
     def train(self, resume: bool = False) -> dict:
-        """Train to ``solver.max_iter`` (from the newest loadable checkpoint when ``resume``)
-        and return the final evaluation (rank 0: the full results; other ranks: the same,
-        broadcast)."""
-        raise NotImplementedError
+        """Train to ``solver.max_iter`` (from the newest loadable checkpoint when ``resume``) and
+        return the final evaluation (full results on every rank)."""
+        cfg, solver = self.cfg, self.cfg.solver
+        rng_states = self._start(resume)
+        if is_main_process():
+            save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+
+        dataset = self.task.train_dataset()
+        sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
+                                    group_ids=self.task.group_ids(), start_batch=self.iteration,
+                                    accumulate=solver.accumulate)
+        loader = build_train_loader(dataset, sampler, self.task.collate, cfg.data.num_workers, seed=cfg.seed)
+        logger = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
+                               cfg.logging.tensorboard, cfg.logging.progress_bar, enabled=is_main_process())
+        batches = iter(loader)
+        # RNGs last, after everything that might draw from them: training randomness (dropout, ...)
+        # then continues exactly where the checkpoint left it.
+        if rng_states is not None and len(rng_states) == get_world_size():
+            set_rng_state(rng_states[get_rank()])
+        else:
+            if rng_states is not None:
+                warnings.warn(f"the checkpoint holds RNG states of {len(rng_states)} ranks, this run has "
+                              f"{get_world_size()}: reseeding (the run stays valid but not bitwise "
+                              "reproducible)")
+            seed_everything(derive_seed(cfg.seed, get_rank(), self.iteration))
+        self.train_model.train()
+        try:
+            while self.iteration < self.max_iter:
+                self._step(batches, sampler, logger)
+                if cfg.test.eval_period > 0 and self.iteration % cfg.test.eval_period == 0 \
+                        and self.iteration < self.max_iter:
+                    self._evaluate_and_track(logger)
+                if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
+                    self.save_checkpoint()
+            del batches  # stops the loader workers before evaluation starts its own
+            results = self._evaluate_and_track(logger)
+        finally:
+            logger.close()
+        if is_main_process():
+            save_checkpoint(os.path.join(cfg.output_dir, "model_final.pth"), self._weights_state())
+            with open(os.path.join(cfg.output_dir, "results.json"), "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2)
+        return results
+
+    def _start(self, resume: bool):
+        """Restore the newest checkpoint (resume) or check the output_dir is free; returns the saved
+        per-rank RNG states, or None on a fresh start."""
+        found = None
+        if is_main_process():
+            self.checkpointer.remove_stale_temporaries()
+            if resume:
+                found = self.checkpointer.latest()
+            elif self.checkpointer.all():
+                found = "exists"
+        found = broadcast_object(found)
+        if found == "exists":
+            raise ConfigError(f"{self.cfg.output_dir} already holds checkpoints of a run: pass --resume to "
+                              "continue it, or choose another output_dir (or delete its checkpoints/)")
+        if found is None:
+            if resume and is_main_process():
+                print(f"no checkpoint in {self.checkpointer.directory}: starting from scratch", flush=True)
+            return None
+        state = load_checkpoint(found)
+        self.load_state(state)
+        self.last_checkpoint = found
+        if is_main_process():
+            print(f"resuming from {found} (iteration {self.iteration})", flush=True)
+        return state.get("rng")
+
+    def _step(self, batches, sampler: TrainBatchSampler, logger: MetricsLogger) -> None:
+        solver = self.cfg.solver
+        start = time.perf_counter()
+        data_time, skipped = 0.0, 0
+        sums: Dict[str, torch.Tensor] = {}
+        amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(solver.amp)
+        for micro in range(solver.accumulate):
+            t = time.perf_counter()
+            try:
+                batch, n_skipped = next(batches)
+            except DataError as e:  # drop the loader worker's traceback: the message says it all
+                raise DataError(user_message(e)) from None
+            data_time += time.perf_counter() - t
+            skipped += n_skipped
+            batch = move_to_device(batch, self.device, solver.channels_last)
+            last = micro == solver.accumulate - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.train_model, "no_sync") \
+                else self.train_model.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    losses = self.task.training_step(self.train_model, batch)
+                if not losses:
+                    raise ValueError("training_step returned no loss terms")
+                total = sum(losses.values())
+                if solver.accumulate > 1:
+                    total = total / solver.accumulate
+                self.scaler.scale(total).backward()
+            for k, v in losses.items():
+                v = v.detach().float()
+                v = v / solver.accumulate if solver.accumulate > 1 else v
+                sums[k] = sums[k] + v if k in sums else v
+
+        # One small all-reduce: the logged losses are averaged over ranks and a NaN on any rank stops all.
+        names = list(sums)
+        packed = torch.stack([sums[k] for k in names] + [torch.tensor(float(skipped), device=self.device)])
+        packed = reduce_sum_tensor(packed).tolist()
+        losses_mean = {k: v / get_world_size() for k, v in zip(names, packed)}
+        if not all(math.isfinite(v) for v in losses_mean.values()):
+            self._non_finite(losses_mean)
+
+        extra = {}
+        if solver.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            extra["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, solver.clip_grad))
+        lr = solver.base_lr * self.scheduler.factor(self.iteration)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.iteration += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.iteration)
+        self.skipped_total += int(packed[-1])
+        if self.skipped_total:
+            extra["skipped"] = self.skipped_total
+        logger.update(self.iteration, sampler.epoch_of(self.iteration), lr, losses_mean,
+                      time.perf_counter() - start, data_time, extra)
+
+    def _non_finite(self, losses: Dict[str, float]) -> None:
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in losses.items())
+        kept = f"the last checkpoint {self.last_checkpoint} is intact" if self.last_checkpoint \
+            else "no checkpoint was written yet"
+        raise FloatingPointError(
+            f"non-finite loss at iteration {self.iteration + 1}: {terms} (total "
+            f"{sum(losses.values()):.6g}); stopped before the optimizer step, {kept}. Lower "
+            "solver.base_lr, lengthen solver.warmup_iters, set solver.clip_grad, or check the data")
+
+    # -------------------------------------------------------------------------------- evaluation
 
     def evaluate(self) -> dict:
-        """Evaluate the current weights (the EMA weights when ``solver.ema``)."""
-        raise NotImplementedError
+        """Evaluate the current weights (the EMA weights when ``solver.ema``); full results on
+        every rank."""
+        return self._evaluate_model(self.ema.module if self.ema is not None else self.model)
+
+    def _evaluate_model(self, model: nn.Module) -> dict:
+        # Evaluation must not shift the training's random streams: a run evaluated at other moments
+        # (or resumed after an evaluation) would otherwise diverge.
+        rng = get_rng_state()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                results = self.task.evaluate(model)
+        finally:
+            model.train(was_training)
+            set_rng_state(rng)
+        return broadcast_object(results if is_main_process() else None) or {}
+
+    def _evaluate_and_track(self, logger: Optional[MetricsLogger] = None) -> dict:
+        results = self.evaluate()
+        if logger is not None:
+            logger.log_eval(self.iteration, results)
+        metric = lookup_metric(results, self.task.primary_metric)
+        if metric is None:
+            if self.cfg.solver.lr_schedule == "plateau":
+                raise KeyError(f"the evaluation has no '{self.task.primary_metric}' for the plateau "
+                               f"schedule (it returned: {sorted(results)})")
+            if not self._warned_missing_metric and is_main_process():
+                warnings.warn(f"the evaluation has no '{self.task.primary_metric}': no model_best.pth")
+            self._warned_missing_metric = True
+            return results
+        self.scheduler.report(metric)
+        if self.best_metric is None or metric > self.best_metric:
+            self.best_metric = metric
+            if is_main_process():
+                state = self._weights_state()
+                state["metric"] = {self.task.primary_metric: metric}
+                save_checkpoint(os.path.join(self.cfg.output_dir, "model_best.pth"), state)
+        return results
 
     def evaluate_only(self, weights: str) -> dict:
-        """Load ``weights`` into a freshly built model and evaluate it."""
-        raise NotImplementedError
+        """Load ``weights`` (a reskit checkpoint: its "model_ema" when ``solver.ema``, else "model")
+        into the model, evaluate, and write ``results_eval.json`` in ``output_dir`` (rank 0)."""
+        loader = getattr(self.task, "load_weights", None)
+        if loader is not None:
+            loader(self.model, weights)
+        else:
+            if not weights or not os.path.isfile(weights):
+                raise FileNotFoundError(f"weights file not found: {weights!r}: set model.weights to a "
+                                        "model_final.pth / model_best.pth / checkpoint of a run")
+            state = load_checkpoint(weights)
+            key = "model_ema" if self.ema is not None and "model_ema" in state else "model"
+            load_model_weights(self.model, state.get(key, state), weights)
+        results = self._evaluate_model(self.model)
+        if is_main_process():
+            os.makedirs(self.cfg.output_dir, exist_ok=True)
+            with open(os.path.join(self.cfg.output_dir, "results_eval.json"), "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2)
+        return results
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def _weights_state(self) -> dict:
+        state = {"model": self.model.state_dict(), "config": to_dict(self.cfg),
+                 "meta": self.task.checkpoint_meta(), "iteration": self.iteration}
+        if self.ema is not None:
+            state["model_ema"] = self.ema.state_dict()
+        return state
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs (rank 0's view; RNG states are added per rank when saving)."""
+        state = self._weights_state()
+        state.update({
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "sampler": {"start_batch": self.iteration},  # one global batch per optimizer step
+            "best_metric": self.best_metric,
+        })
+        return state
+
+    def save_checkpoint(self) -> None:
+        """``checkpoints/model_{iteration:07d}.pth``; a collective call (every rank's RNG is saved)."""
+        rng = all_gather_object(get_rng_state())
+        if is_main_process():
+            state = self.state_dict()
+            state["rng"] = rng
+            self.last_checkpoint = self.checkpointer.save(self.iteration, state)
+
+    def load_state(self, state: dict) -> None:
+        load_model_weights(self.model, state["model"], "checkpoint")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+        if self.ema is not None:
+            if "model_ema" in state:
+                self.ema.load_state_dict(state["model_ema"])
+            else:
+                warnings.warn("the checkpoint has no EMA weights (solver.ema was off): starting the EMA "
+                              "from the current weights")
+                self.ema.load_state_dict(self.model.state_dict())
+        self.iteration = int(state["iteration"])
+        self.best_metric = state.get("best_metric")
+
+
+def load_model_weights(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Strict load with a one-line error that names what does not match."""
+    missing, unexpected = [], []
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{source}: weights do not fit the model: {str(e).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the model: {len(missing)} missing keys "
+                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
+                         "is it a checkpoint of this model and config?")
