@@ -1,0 +1,298 @@
+"""Loading the weights users already own into our networks, with a report of what happened.
+
+Formats (``format="auto"`` tells them apart by content):
+  * ``torchvision``: a plain state dict (``torch.save(model.state_dict())``);
+  * ``timm``: a timm checkpoint (``state_dict_ema`` preferred as timm does, else ``state_dict``);
+  * ``reskit``: our checkpoints, ``{"model": state, "meta": {...}}`` (also classifier and detection
+    checkpoints: the backbone is found under ``backbone.bottom_up.`` / ``backbone.`` etc.);
+  * ``safetensors``: a ``.safetensors`` file;
+  * ``msra``: Detectron's MSRA/Caffe ``.pkl`` (see :mod:`backbones.msra`).
+
+Reading never executes code: torch files go through ``torch.load(weights_only=True)``, pickles
+through a restricted unpickler. Keys are matched after removing wrapper prefixes (``module.``,
+``backbone.body.``, ...) and adding the model's own (``bottom_up.`` for an FPN), choosing the
+rewrite that matches most keys. A shape mismatch is an error naming the key and both shapes.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .input_norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
+from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
+from .resnet import Bottleneck, ResNet
+
+__all__ = ["LoadReport", "load_weights", "read_weights", "convert_state_dict", "to_backbone_state_dict",
+           "FORMATS"]
+
+FORMATS = ("auto", "reskit", "torchvision", "timm", "safetensors", "msra")
+# Wrappers a checkpoint may put around the network, most specific first.
+_SOURCE_PREFIXES = ("", "module.", "model.", "backbone.", "backbone.body.", "backbone.bottom_up.", "body.",
+                    "bottom_up.", "encoder.", "backbone.model.")
+_NBT = "num_batches_tracked"
+
+
+@dataclass
+class LoadReport:
+    source: str
+    format: str
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, source, model shape)
+    input_norm: Optional[dict] = None
+    input_norm_from_weights: bool = False  # False: the weights state none, the model's is kept
+    mapping: List[Tuple[str, str]] = field(default_factory=list)  # prefix rewrites applied (source, model)
+
+    def __str__(self) -> str:
+        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
+        rewrites = "; ".join(f"'{s}' -> '{d}'" for s, d in self.mapping if (s, d) != ("", "")) or "none"
+        norm = self.input_norm
+        norm_text = "not recorded" if norm is None else \
+            f"{norm['color']} 0-{norm['scale']:g}, mean {norm['mean']}, std {norm['std']}"
+        if not self.input_norm_from_weights:
+            norm_text += " (the model's; the weights state none)"
+        rows = [
+            ("weights", f"{self.source} (format: {self.format})"),
+            ("prefixes", rewrites),
+            ("input", norm_text),
+            ("loaded", f"{len(self.loaded)} of {total} model tensors"),
+            ("missing", _summarize(self.missing)),
+            ("unexpected", _summarize(self.unexpected)),
+            ("mismatched", _summarize([f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched],
+                                      group=False)),
+        ]
+        return "\n".join(f"{k:<11}{v}" for k, v in rows)
+
+
+def _summarize(keys: List[str], limit: int = 6, group: bool = True) -> str:
+    if not keys:
+        return "0"
+    items = list(keys)
+    if group and len(keys) > limit:  # long lists read better by module: "layer4.* (50), fc.* (2)"
+        depth = 1
+        while depth < 3:
+            groups: Dict[str, int] = {}
+            for k in keys:
+                head = ".".join(k.split(".")[:depth])
+                groups[head] = groups.get(head, 0) + 1
+            if len(groups) > 1 or depth == 2:
+                break
+            depth += 1
+        items = [f"{head}.* ({n})" for head, n in groups.items()]
+    shown = ", ".join(items[:limit]) + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+    return f"{len(keys)}: {shown}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and unwrapping
+# --------------------------------------------------------------------------------------------------
+
+
+def read_weights(source: Union[str, os.PathLike, Mapping]) -> Tuple[object, str, Optional[str]]:
+    """(object, name for messages, format implied by the file type or None)."""
+    if isinstance(source, Mapping):
+        return source, "<state dict>", None
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.endswith(".pkl"):
+        return read_msra_pkl(path), path, "msra"
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu"), path, "safetensors"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), path, None
+    except Exception as e:  # weights_only refuses anything but tensors and containers
+        raise ValueError(f"{path}: cannot be read as plain weights without running code from it "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def _tensors(state: Mapping, name: str) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{name}: entry '{k}' is a {type(v).__name__}, not a tensor: not a state dict")
+        out[str(k)] = v
+    return out
+
+
+def _unwrap(obj, name: str, format: str) -> Tuple[Dict[str, torch.Tensor], str, Optional[dict]]:
+    """-> (state dict with torchvision-style names, format found, input_norm the weights state or None)."""
+    if format not in FORMATS:
+        raise ValueError(f"weights format '{format}' is not known; choose one of {', '.join(FORMATS)}")
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{name}: expected a dict of weights, found {type(obj).__name__}")
+    if format in ("auto", "msra") and ("blobs" in obj or is_msra_state(obj.keys())):
+        blobs = obj.get("blobs", obj)
+        return msra_to_torchvision({k: np.asarray(v) for k, v in blobs.items()}), "msra", dict(MSRA_INPUT_NORM)
+    if format == "msra":
+        raise ValueError(f"{name}: no Detectron names (conv1_w, res2_0_branch2a_w, ...) in this file")
+    input_norm = None
+    found = format
+    if format in ("auto", "timm") and isinstance(obj.get("state_dict_ema"), Mapping) and obj["state_dict_ema"]:
+        obj, found = obj["state_dict_ema"], "timm (state_dict_ema)"
+    elif format in ("auto", "timm") and isinstance(obj.get("state_dict"), Mapping):
+        obj, found = obj["state_dict"], "timm"
+    elif format in ("auto", "reskit") and isinstance(obj.get("model"), Mapping):
+        meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
+        norm = meta.get("input_norm", obj.get("input_norm"))
+        input_norm = check_input_norm(norm) if norm is not None else None
+        obj, found = obj["model"], "reskit"
+    elif format == "reskit":
+        raise ValueError(f"{name}: a reskit checkpoint keeps its weights under 'model'; none here")
+    elif format == "auto":
+        found = "torchvision"
+    state = _tensors(obj, name)
+    if found == "torchvision":
+        input_norm = dict(TORCHVISION_INPUT_NORM)
+    if state and all(k.startswith("module.") for k in state):  # DistributedDataParallel's wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, found, input_norm
+
+
+def convert_state_dict(source, format: str = "auto") -> Tuple[Dict[str, torch.Tensor], Optional[dict], str]:
+    """Any supported weights -> (torchvision-named state dict, input_norm or None, format found)."""
+    obj, name, implied = read_weights(source)
+    state, found, input_norm = _unwrap(obj, name, implied if format == "auto" and implied else format)
+    return state, input_norm, found
+
+
+def to_backbone_state_dict(source, format: str = "auto") -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The feature extractor's weights alone: classifier head (``fc``) and wrapper prefixes removed.
+
+    Accepts a classifier or a detection checkpoint (``backbone.bottom_up.`` / ``backbone.body.`` /
+    ``backbone.``); returns (state dict as our ResNet names it, input_norm).
+    """
+    state, input_norm, _ = convert_state_dict(source, format)
+    for prefix in ("backbone.bottom_up.", "backbone.body.", "backbone.", "bottom_up.", "body."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "fpn."))}
+    return state, input_norm or dict(TORCHVISION_INPUT_NORM)
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching keys and loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _model_prefixes(model_keys) -> List[str]:
+    prefixes = {""}
+    for k in model_keys:
+        parts = k.split(".")
+        for n in (1, 2):
+            # a wrapper is a named module ("bottom_up.", "model."), never a position inside a stage
+            if len(parts) > n + 1 and not any(p.isdigit() for p in parts[:n]):
+                prefixes.add(".".join(parts[:n]) + ".")
+    return sorted(prefixes, key=len)
+
+
+def _flatten_aliases(model_keys) -> Dict[str, str]:
+    """timm's features_only wrapper renames ``stages.0`` to ``stages_0``: accept the original names."""
+    aliases: Dict[str, List[str]] = {}
+    for k in model_keys:
+        alias = re.sub(r"(?<=[A-Za-z])_(\d+)(?=\.)", r".\1", k)
+        if alias != k:
+            aliases.setdefault(alias, []).append(k)
+    return {a: ks[0] for a, ks in aliases.items() if len(ks) == 1 and a not in model_keys}
+
+
+def _match_keys(source_keys, model_keys) -> Tuple[Dict[str, str], List[Tuple[str, str]]]:
+    """Greedy prefix rewriting: repeatedly apply the (strip, add) pair that maps most remaining keys."""
+    model_set = set(model_keys)
+    aliases = _flatten_aliases(model_keys)
+
+    def resolve(key: str) -> Optional[str]:
+        return key if key in model_set else aliases.get(key)
+
+    mapping: Dict[str, str] = {}
+    used = set()
+    rules: List[Tuple[str, str]] = []
+    remaining = [k for k in source_keys]
+    adds = _model_prefixes(model_keys)
+    while remaining:
+        best, best_hits = None, {}
+        for strip in _SOURCE_PREFIXES:
+            candidates = [k for k in remaining if k.startswith(strip)]
+            if not candidates:
+                continue
+            for add in adds:
+                hits = {}
+                for k in candidates:
+                    target = resolve(add + k[len(strip):])
+                    if target is not None and target not in used:
+                        hits[k] = target
+                if len(hits) > len(best_hits):
+                    best, best_hits = (strip, add), hits
+        if not best_hits:
+            break
+        mapping.update(best_hits)
+        used.update(best_hits.values())
+        rules.append(best)
+        remaining = [k for k in remaining if k not in best_hits]
+    return mapping, rules
+
+
+def _check_msra_compatible(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if isinstance(m, ResNet) and not m.stride_in_1x1 and any(isinstance(b, Bottleneck) for b in m.modules()):
+            raise ValueError(f"MSRA/Detectron weights put the bottleneck stride in the first 1x1 convolution; "
+                             f"build the model{' ' + name if name else ''} with stride_in_1x1=True")
+
+
+def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: bool = True) -> LoadReport:
+    """Load ``source`` (a path or a state dict / checkpoint dict) into ``model``; returns the report.
+
+    Sets ``model.input_norm`` when the weights state their normalisation (torchvision, MSRA, reskit
+    checkpoints that record it). ``strict_shapes=False`` skips mismatched tensors (listed in the
+    report) instead of raising, e.g. to reuse an ImageNet classifier with a new number of classes.
+    """
+    obj, name, implied = read_weights(source)
+    state, found, input_norm = _unwrap(obj, name, implied if format == "auto" and implied else format)
+    if found == "auto":
+        found = implied or "torchvision"
+    if found == "msra":
+        _check_msra_compatible(model)
+
+    model_state = model.state_dict()
+    mapping, rules = _match_keys(list(state), list(model_state))
+    report = LoadReport(source=name, format=found, mapping=rules)
+    to_load = {}
+    for src_key, dst_key in mapping.items():
+        value = state[src_key]
+        if found == "msra" and dst_key.endswith(".running_var"):
+            # affine-only Caffe BN: running_var = 1 - eps of *this* module, so (Frozen)BN gives x*s+b exactly
+            module = model.get_submodule(dst_key.rsplit(".", 1)[0])
+            value = torch.full_like(value, 1.0 - getattr(module, "eps", 1e-5))
+        if tuple(value.shape) != tuple(model_state[dst_key].shape):
+            if strict_shapes:
+                raise ValueError(f"{name}: shape mismatch for '{src_key}'" +
+                                 (f" (model key '{dst_key}')" if dst_key != src_key else "") +
+                                 f": weights have {tuple(value.shape)}, the model has "
+                                 f"{tuple(model_state[dst_key].shape)}")
+            report.mismatched.append((dst_key, tuple(value.shape), tuple(model_state[dst_key].shape)))
+            continue
+        to_load[dst_key] = value
+    model.load_state_dict(to_load, strict=False)
+
+    report.loaded = [k for k in model_state if k in to_load and not k.endswith(_NBT)]
+    mismatched = {k for k, _, _ in report.mismatched}
+    # num_batches_tracked is bookkeeping, absent from FrozenBN and from most converted weights: not reported.
+    report.missing = [k for k in model_state if k not in to_load and k not in mismatched and not k.endswith(_NBT)]
+    report.unexpected = [k for k in state if k not in mapping and not k.endswith(_NBT)]
+    if input_norm is not None:
+        model.input_norm = dict(input_norm)
+        report.input_norm_from_weights = True
+    report.input_norm = getattr(model, "input_norm", input_norm)
+    return report
