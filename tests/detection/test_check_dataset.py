@@ -1,0 +1,106 @@
+"""check_dataset finds every planted problem, and says a clean dataset is clean."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from coco_fixtures import rect_polygon, write_image, write_json
+from detection.dataset_check import PROBLEMS, check_dataset
+
+TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "check_dataset.py")
+
+
+def clean_dataset(root):
+    images = [{"id": i, "file_name": f"{i}.png", "width": 40, "height": 30} for i in range(4)]
+    for img in images:
+        write_image(os.path.join(root, "images", img["file_name"]), np.zeros((30, 40, 3), np.uint8))
+    anns = [{"id": i + 1, "image_id": i, "category_id": 5, "bbox": [2, 3, 10, 8], "area": 80, "iscrowd": 0,
+             "segmentation": rect_polygon(2, 3, 12, 11)} for i in range(4)]
+    return {"images": images, "annotations": anns, "categories": [{"id": 5, "name": "thing"}]}
+
+
+def ann(i, image_id=0, **kw):
+    base = {"id": i, "image_id": image_id, "category_id": 5, "bbox": [2, 3, 10, 8], "area": 80, "iscrowd": 0}
+    base.update(kw)
+    return base
+
+
+def test_clean_dataset_passes(tmp_path):
+    data = clean_dataset(str(tmp_path))
+    path = write_json(data, str(tmp_path / "ann.json"))
+    report = check_dataset(path, str(tmp_path / "images"))
+    assert not report.counts and not report.has_errors
+    run = subprocess.run([sys.executable, TOOL, "--json", path, "--images", str(tmp_path / "images")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "0 error(s), 0 warning(s)" in run.stdout, run.stdout + run.stderr
+
+
+def test_every_planted_problem_is_found(tmp_path):
+    root = str(tmp_path)
+    data = clean_dataset(root)
+    images_dir = os.path.join(root, "images")
+    data["images"] += [
+        {"id": 4, "file_name": "missing.png", "width": 40, "height": 30},
+        {"id": 5, "file_name": "corrupt.png", "width": 40, "height": 30},
+        {"id": 6, "file_name": "small.png", "width": 40, "height": 30},
+        {"id": 6, "file_name": "dup.png", "width": 40, "height": 30},
+        {"id": 7, "file_name": "0.png", "width": 40, "height": 30},
+        {"id": 8, "width": 40, "height": 30},
+    ]
+    with open(os.path.join(images_dir, "corrupt.png"), "wb") as f:
+        f.write(b"garbage")
+    write_image(os.path.join(images_dir, "small.png"), np.zeros((20, 20, 3), np.uint8))
+    data["categories"] += [{"id": 5, "name": "again"}, {"name": "no id"}]
+    data["annotations"] += [
+        ann(4),  # duplicate annotation id
+        ann(10, image_id=99),
+        ann(11, category_id=42),
+        ann(12, bbox=[1, 1, 0, 5]),
+        ann(13, bbox=[1, 1, float("nan"), 5]),
+        ann(14, bbox=[1, 2, 3]),
+        ann(15, bbox=[100, 2, 3, 3]),
+        ann(16, bbox=[35, 2, 10, 3]),
+        ann(17, segmentation=[]),
+        ann(18, segmentation=[[1, 2, 3]]),
+        ann(19, segmentation={"counts": "abc", "size": [10, 10]}),
+        ann(20, iscrowd=2),
+        {k: v for k, v in ann(21).items() if k != "area"},
+        {"image_id": 0, "category_id": 5},
+    ]
+    path = write_json(data, os.path.join(root, "ann.json"))
+    report = check_dataset(path, images_dir, max_examples=3)
+    expected = {
+        "missing_file": 1, "unreadable_file": 1, "size_mismatch": 1, "duplicate_image_id": 1,
+        "duplicate_file_name": 1, "bad_image_record": 1, "duplicate_category_id": 1, "bad_category_record": 1,
+        "duplicate_annotation_id": 1, "unknown_image_id": 1, "unknown_category_id": 1, "empty_bbox": 1,
+        "malformed_bbox": 2, "bbox_outside_image": 1, "bbox_clipped": 1, "empty_segmentation": 1,
+        "malformed_segmentation": 2, "bad_iscrowd": 1, "missing_area": 1, "bad_annotation_record": 1,
+    }
+    assert dict(report.counts) == expected
+    text = report.format()
+    assert "missing.png" in text and "corrupt.png" in text and "small.png is 20x20" in text
+    assert "annotation id 11 (image id 0): category_id 42" in text
+    for code in expected:
+        assert code in text
+    run = subprocess.run([sys.executable, TOOL, "--json", path, "--images", images_dir],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "ERROR" in run.stdout
+
+
+def test_warnings_alone_exit_zero(tmp_path):
+    data = clean_dataset(str(tmp_path))
+    data["annotations"].append(ann(9, bbox=[35, 2, 10, 3]))
+    path = write_json(data, str(tmp_path / "ann.json"))
+    report = check_dataset(path, str(tmp_path / "images"))
+    assert dict(report.counts) == {"bbox_clipped": 1} and not report.has_errors
+    assert PROBLEMS["bbox_clipped"][0] == "warning"
+
+
+def test_schema_problems(tmp_path):
+    report = check_dataset(write_json({"images": {}, "categories": []}, str(tmp_path / "a.json")), str(tmp_path))
+    assert report.counts["schema"] == 2 and report.has_errors
+    with open(tmp_path / "b.json", "w") as f:
+        f.write("{not json")
+    assert check_dataset(str(tmp_path / "b.json"), str(tmp_path)).counts["invalid_json"] == 1
+    assert check_dataset(str(tmp_path / "none.json"), str(tmp_path)).counts["invalid_json"] == 1
