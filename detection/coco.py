@@ -119,6 +119,10 @@ class CocoDetection(torch.utils.data.Dataset):
         self.stats = {"images": 0, "annotations": 0, "crowd_ignored": 0, "dropped_boxes": 0,
                       "clipped_boxes": 0, "dropped_no_mask": 0, "empty_images_dropped": 0,
                       "skipped_images": 0}
+        orphans = set(self.coco.imgToAnns) - set(self.coco.imgs)
+        if orphans:
+            raise DataError(f"{json_path}: annotations point at image ids that are not in 'images' "
+                            f"(e.g. {sorted(orphans)[:5]}); run tools/check_dataset.py on it")
         self.records = []
         for image_id in sorted(self.coco.imgs):
             record = self._parse_image(self.coco.imgs[image_id])

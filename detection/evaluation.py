@@ -15,6 +15,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -24,6 +25,9 @@ from engine.data import DataError
 from engine.dist import all_gather_object, is_main_process
 
 from .coco_results import instances_to_coco_results
+from .masks import has_mask, valid_polygons
+
+logger = logging.getLogger(__name__)
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("faster_coco_eval", "pycocotools")
@@ -84,6 +88,28 @@ def _empty_results(coco_cls, gt_dataset: dict):
                                          "categories": gt_dataset["categories"]})
 
 
+def _segm_ground_truth(gt_dataset: dict) -> dict:
+    """The ground truth for mask AP: instances without a usable segmentation left out.
+
+    An empty ``segmentation`` list (or only polygons of < 3 points) crashes pycocotools
+    (``frPyObjects([])``) and gives faster-coco-eval an empty mask that no detection can match. Such
+    instances have no mask to learn either (``CocoDetection(with_masks=True)`` drops them, as
+    detectron2 does), so mask AP leaves them out; box AP keeps them. Both backends see the same data.
+    """
+    annotations, dropped = [], 0
+    for ann in gt_dataset.get("annotations", []):
+        segm = ann.get("segmentation")
+        if not has_mask(segm):
+            dropped += 1
+            continue
+        if isinstance(segm, list):
+            ann = dict(ann, segmentation=valid_polygons(segm))
+        annotations.append(ann)
+    if dropped:
+        logger.warning("%d ground-truth instance(s) without a segmentation left out of mask AP", dropped)
+    return dict(gt_dataset, annotations=annotations)
+
+
 def _percent(value: float) -> float:
     return float(value) * 100.0 if value >= 0 else float("nan")
 
@@ -119,6 +145,8 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
     coco_cls, eval_cls, eval_kwargs = _backend(backend)
     gt_dataset = load_gt_dataset(gt)
+    if iou_type == "segm":
+        gt_dataset = _segm_ground_truth(gt_dataset)
     coco_gt = _coco_from_dataset(coco_cls, gt_dataset)
     records = copy.deepcopy(list(results))  # loadRes writes ids and areas into the records
     if iou_type == "segm":

@@ -34,10 +34,6 @@ class ResizeShortestEdge(A.DualTransform):
         self.max_size = int(max_size)
         self.interpolation = interpolation
 
-    @property
-    def targets_as_params(self):
-        return []
-
     def output_size(self, height: int, width: int, short: int) -> Tuple[int, int]:
         scale = short / min(height, width)
         new_h, new_w = (short, scale * width) if height < width else (scale * height, short)

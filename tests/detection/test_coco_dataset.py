@@ -179,3 +179,10 @@ def test_concat_shares_the_mapping(tmp_path):
     c, images_c = make_dataset(str(tmp_path / "c"), odd)
     with pytest.raises(DataError, match="category_id 99"):
         ConcatCocoDetection.from_files([(a, images_a), (c, images_c)])
+
+
+def test_annotation_of_a_missing_image_is_an_error(tmp_path):
+    anns = [{"id": 4, "image_id": 17, "category_id": 3, "bbox": [5, 10, 20, 20], "area": 400, "iscrowd": 0}]
+    json_path, images = make_dataset(str(tmp_path), anns)
+    with pytest.raises(DataError, match=r"ann.json: annotations point at image ids .* \[17\]"):
+        CocoDetection(json_path, images)

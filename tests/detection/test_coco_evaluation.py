@@ -184,3 +184,21 @@ def test_eval_coco_tool_bad_input(gt_and_results, tmp_path, capsys, bad, message
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "bad.json" in lines[0], lines
+
+
+def test_gt_without_segmentation_left_out_of_mask_ap_only(gt_and_results):
+    gt, _, results = gt_and_results
+    broken = copy.deepcopy(gt)
+    first, second = [a for a in broken["annotations"] if not a["iscrowd"]][:2]
+    first["segmentation"], second["segmentation"] = [], [[1, 2, 3, 4]]
+    without = copy.deepcopy(gt)
+    without["annotations"] = [a for a in without["annotations"] if a["id"] not in (first["id"], second["id"])]
+    for backend in ("pycocotools", "faster_coco_eval"):
+        segm, _ = evaluate_results(broken, results, "segm", backend)
+        reference, _ = evaluate_results(without, results, "segm", backend)
+        for key in METRIC_KEYS:
+            assert_close(segm[key], reference[key], 1e-12)
+        bbox, _ = evaluate_results(broken, results, "bbox", backend)
+        bbox_reference, _ = evaluate_results(gt, results, "bbox", backend)
+        for key in METRIC_KEYS:  # box AP still counts them
+            assert_close(bbox[key], bbox_reference[key], 0.0)
