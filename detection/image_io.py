@@ -1,7 +1,6 @@
 """Reading images with OpenCV: always RGB uint8 H×W×3, or a DataError naming the file."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import cv2
@@ -50,10 +49,3 @@ def read_image(path: str, image_id: Optional[int] = None) -> np.ndarray:
         raise DataError(f"{_where(path, image_id)}: cannot read the file ({e.strerror})") from None
     return decode_image(data, path, image_id)
 
-
-def image_size(path: str) -> Optional[tuple]:
-    """(height, width) of a readable image, or None; used by the dataset checker (decodes fully)."""
-    if not os.path.isfile(path):
-        return None
-    image = read_image(path)
-    return image.shape[:2]
