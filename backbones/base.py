@@ -30,7 +30,8 @@ class Backbone(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_norm = dict(TORCHVISION_INPUT_NORM)
+        if not isinstance(getattr(type(self), "input_norm", None), property):  # FPN delegates to its bottom-up
+            self.input_norm = dict(TORCHVISION_INPUT_NORM)
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {name: ShapeSpec(self.out_channels[name], self.strides[name]) for name in self.out_features}
