@@ -122,12 +122,14 @@ class TinyNet(nn.Module):
         self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
         self.norm2 = nn.GroupNorm(2, 2 * width)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * width, 4)
+        self.fc = nn.Linear(2 * width * 4, 4)
 
     def forward(self, x):
-        x = F.relu(self.norm1(self.conv1(x)))
-        x = F.relu(self.norm2(self.conv2(x)))
-        return self.fc(self.dropout(x.mean((2, 3))))
+        # SiLU, not ReLU: runs that differ by rounding (one process vs two ranks) must stay close, and
+        # a ReLU input within 1e-7 of zero flips its gradient between them.
+        x = F.silu(self.norm1(self.conv1(x)))
+        x = F.silu(self.norm2(self.conv2(x)))
+        return self.fc(self.dropout(F.adaptive_avg_pool2d(x, 2).flatten(1)))  # keeps the quadrant
 
 
 class TinyTask:

@@ -1,0 +1,87 @@
+"""Failures a user meets: a non-finite loss, a bad sample in a loader worker, skipped samples, a config
+that cannot run. Each ends with one clear line, and nothing already saved is damaged."""
+import json
+import os
+
+import pytest
+import torch
+from torch.utils.data._utils import ExceptionWrapper
+
+from conftest import load_config_for, run_tiny, write_config
+from engine.checkpoint import Checkpointer, load_checkpoint
+from engine.config import ConfigError
+from engine.data import DataError, user_message
+from engine.sampler import TrainBatchSampler
+from engine.trainer import Trainer
+from tiny_task import TinyTask
+
+BAD_FILE_MESSAGE = ("images/00005.png: cannot decode the image (truncated file?); "
+                    "re-download it or remove it from the list")
+
+
+def trainer_for(tmp_path, **sections):
+    cfg = load_config_for(write_config(tmp_path, "run", **sections))
+    return Trainer(cfg, TinyTask(cfg))
+
+
+def test_non_finite_loss_names_iteration_and_terms_and_keeps_last_checkpoint(tmp_path, restore_torch_state):
+    # the sample that holds a NaN first comes in global batch 7, i.e. optimizer step (iteration) 8
+    nan_index = TrainBatchSampler(96, 8, 0, 1, seed=0).permutation(0)[7 * 8 + 3]
+    trainer = trainer_for(tmp_path, data={"nan_index": nan_index})
+    with pytest.raises(FloatingPointError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert message.startswith("non-finite loss at iteration 8: loss_cls=nan, loss_logit_l2=nan")
+    assert "model_0000005.pth is intact" in message
+    run_dir = os.path.join(tmp_path, "run")
+    assert [i for i, _ in Checkpointer(run_dir).all()] == [5]
+    assert load_checkpoint(Checkpointer(run_dir).latest())["iteration"] == 5
+    assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
+
+
+def test_data_error_in_worker_is_one_line_and_exit_code_1(tmp_path):
+    result = run_tiny(write_config(tmp_path, "run", data={"num_workers": 2, "bad_index": 5}))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: {BAD_FILE_MESSAGE}"
+    assert "Traceback" not in result.stderr and "worker" not in result.stderr
+
+
+def test_data_error_without_workers(tmp_path, restore_torch_state):
+    with pytest.raises(DataError) as info:
+        trainer_for(tmp_path, data={"bad_index": 5}).train()
+    assert str(info.value) == BAD_FILE_MESSAGE
+
+
+def test_user_message_strips_the_worker_traceback():
+    try:
+        raise DataError("ann.json record 17: box has negative width; fix or drop the record")
+    except DataError:
+        wrapper = ExceptionWrapper(where="in DataLoader worker process 1")
+    with pytest.raises(DataError) as info:
+        wrapper.reraise()
+    assert "Original Traceback" in str(info.value)
+    assert user_message(info.value) == "ann.json record 17: box has negative width; fix or drop the record"
+    assert user_message(ValueError("plain")) == "plain"
+
+
+def test_skipped_samples_are_counted_and_a_second_fresh_run_is_refused(tmp_path, restore_torch_state):
+    results = trainer_for(tmp_path, data={"skip_index": 3}).train()
+    assert set(results) == {"top1", "num_images"}
+    with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    last_train = [r for r in records if "loss" in r][-1]
+    stream = TrainBatchSampler(96, 8, 0, 1, seed=0).global_batches()
+    expected = sum(index == 3 for _, batch in zip(range(20), stream) for index, _ in batch)
+    assert last_train["iter"] == 20 and last_train["skipped"] == expected >= 1
+    with pytest.raises(ConfigError, match="pass --resume"):
+        trainer_for(tmp_path).train()
+
+
+def test_configs_that_cannot_run(tmp_path, restore_torch_state):
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+            trainer_for(tmp_path, solver={"amp": "fp16"})
+    with pytest.raises(ConfigError, match="test.eval_period"):
+        trainer_for(tmp_path, solver={"lr_schedule": "plateau"})
+    with pytest.raises(ValueError, match="ims_per_batch=8 must be divisible"):
+        trainer_for(tmp_path, solver={"accumulate": 3})
