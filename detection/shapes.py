@@ -18,31 +18,35 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from backbones import shapes as drawing
 
-# Category id of each shape kind: gaps on purpose (a dataset's ids are arbitrary integers).
-CATEGORY_IDS = (3, 7, 11, 15, 20, 24, 31)
+# The default classes: the most distinct of backbones.shapes.SHAPE_KINDS (hexagons and diamonds pass
+# for circles and squares at a few pixels), and their category ids: gaps on purpose (a dataset's
+# ids are arbitrary integers).
+DEFAULT_KINDS = ("circle", "square", "triangle", "star", "ellipse", "cross")
+CATEGORY_IDS = (3, 7, 11, 15, 20, 24, 31, 40)
 MIN_VISIBLE = 0.4  # fraction of a shape that must stay visible
 MIN_PIXELS = 24  # smaller visible parts are not worth an annotation
 EMPTY_FRACTION = 0.05  # images without any shape (datasets have them; the pipeline must cope)
 SPLIT_CODES = {"train": 1, "val": 2}
 
 
-def categories() -> List[dict]:
-    kinds = list(drawing.SHAPE_KINDS)[: len(CATEGORY_IDS)]
+def categories(kinds: Sequence[str] = DEFAULT_KINDS) -> List[dict]:
+    """COCO categories of ``kinds`` (names of ``backbones.shapes.SHAPE_KINDS``), ids from CATEGORY_IDS."""
+    unknown = [k for k in kinds if k not in drawing.SHAPE_KINDS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds) or len(kinds) > len(CATEGORY_IDS):
+        raise ValueError(f"kinds: distinct names from {', '.join(drawing.SHAPE_KINDS)}, got {list(kinds)}")
     return [{"id": cid, "name": kind, "supercategory": "shape"} for cid, kind in zip(CATEGORY_IDS, kinds)]
 
 
 def _shape_mask(kind: str, center: Tuple[float, float], size: float, angle: float, hw: Tuple[int, int]) -> np.ndarray:
-    """The shape's full (unoccluded) mask, drawn by the same primitive as its pixels."""
-    canvas = np.zeros(hw + (3,), np.uint8)
-    drawing.draw_shape(canvas, kind, center, size, (255, 255, 255), angle)
-    return canvas[:, :, 0] > 127
+    """The shape's full (unoccluded) mask: exactly the pixels ``draw_shape`` paints."""
+    return drawing.draw_shape(np.zeros(hw + (3,), np.uint8), kind, center, size, (255, 255, 255), angle)
 
 
 def _polygons(mask: np.ndarray, upsample: int = 4, tolerance: float = 0.25) -> List[List[float]]:
@@ -73,9 +77,8 @@ def _has_hole(mask: np.ndarray) -> bool:
 
 
 def make_image(rng: np.random.Generator, size: int, max_shapes: int = 5,
-               kinds: Optional[List[str]] = None) -> Tuple[np.ndarray, List[dict]]:
+               kinds: Sequence[str] = DEFAULT_KINDS) -> Tuple[np.ndarray, List[dict]]:
     """One RGB image [size, size, 3] and its instances (kind, colour, visible mask, unoccluded area) in drawing order."""
-    kinds = kinds or [c["name"] for c in categories()]
     hw = (size, size)
     placed: List[dict] = []  # kind, center, size, angle, colour, full mask
     num_shapes = 0 if rng.random() < EMPTY_FRACTION else int(rng.integers(1, max_shapes + 1))
@@ -93,7 +96,8 @@ def make_image(rng: np.random.Generator, size: int, max_shapes: int = 5,
                 for p in placed:
                     p["covered"] |= full
                 placed.append({"kind": kind, "center": center, "size": extent, "angle": angle,
-                               "color": drawing.random_color(rng), "full": full,
+                               "color": drawing.random_color(rng, avoid=[p["color"] for p in placed] or None),
+                               "full": full,
                                "covered": np.zeros(hw, bool)})
                 break
     image = drawing.random_background(rng, size, size)
@@ -118,9 +122,10 @@ def _annotation(instance: dict, image_id: int, ann_id: int, category_id: int) ->
 
 
 def make_split(out_dir: str, split: str, num_images: int, size: int = 128, seed: int = 0,
-               image_format: str = "png", max_shapes: int = 5, workers: int = 2) -> str:
+               image_format: str = "png", max_shapes: int = 5, kinds: Sequence[str] = DEFAULT_KINDS,
+               workers: int = 2) -> str:
     """Write ``out_dir/<split>/`` images and ``out_dir/<split>.json``; returns the json path."""
-    cats = categories()
+    cats = categories(kinds)
     kind_to_id = {c["name"]: c["id"] for c in cats}
     image_dir = os.path.join(out_dir, split)
     os.makedirs(image_dir, exist_ok=True)
@@ -128,7 +133,7 @@ def make_split(out_dir: str, split: str, num_images: int, size: int = 128, seed:
 
     def render(index: int):
         rng = np.random.default_rng([seed, SPLIT_CODES.get(split, 9), index])
-        image, instances = make_image(rng, size, max_shapes)
+        image, instances = make_image(rng, size, max_shapes, kinds)
         file_name = f"{index:06d}{ext}"
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
         cv2.imwrite(os.path.join(image_dir, file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
@@ -150,10 +155,11 @@ def make_split(out_dir: str, split: str, num_images: int, size: int = 128, seed:
 
 
 def make_shapes_dataset(out_dir: str, num_train: int = 600, num_val: int = 100, size: int = 128,
-                        seed: int = 0, image_format: str = "png") -> Dict[str, Tuple[str, str]]:
+                        seed: int = 0, image_format: str = "png", max_shapes: int = 5,
+                        kinds: Sequence[str] = DEFAULT_KINDS) -> Dict[str, Tuple[str, str]]:
     """Both splits; returns ``{"train": (json, images_dir), "val": (json, images_dir)}``."""
     result = {}
     for split, n in (("train", num_train), ("val", num_val)):
-        json_path = make_split(out_dir, split, n, size, seed, image_format)
+        json_path = make_split(out_dir, split, n, size, seed, image_format, max_shapes, kinds)
         result[split] = (json_path, os.path.join(out_dir, split))
     return result

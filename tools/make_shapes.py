@@ -8,7 +8,9 @@ import argparse
 import sys
 import time
 
-from detection.shapes import make_shapes_dataset
+from backbones.shapes import SHAPE_KINDS
+from detection.shapes import DEFAULT_KINDS, make_shapes_dataset
+from engine.cli import fail
 
 
 def main(argv=None) -> int:
@@ -19,9 +21,17 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", default="png", choices=["png", "jpg"], help="image file format")
+    parser.add_argument("--max-shapes", type=int, default=5, help="most shapes in one image")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
+                        help=f"comma-separated classes from {', '.join(SHAPE_KINDS)}")
     args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     start = time.time()
-    splits = make_shapes_dataset(args.out, args.num_train, args.num_val, args.size, args.seed, args.format)
+    try:
+        splits = make_shapes_dataset(args.out, args.num_train, args.num_val, args.size, args.seed, args.format,
+                                     args.max_shapes, kinds)
+    except ValueError as e:
+        fail(str(e))
     for split, (json_path, images_dir) in splits.items():
         print(f"{split}: {json_path} (images in {images_dir})")
     print(f"done in {time.time() - start:.1f}s")

@@ -1,6 +1,5 @@
 """check_dataset finds every planted problem, and says a clean dataset is clean."""
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -8,7 +7,8 @@ import numpy as np
 from coco_fixtures import rect_polygon, write_image, write_json
 from detection.dataset_check import PROBLEMS, check_dataset
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "check_dataset.py")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+import check_dataset as check_dataset_tool  # noqa: E402  (main() in-process: no second torch import)
 
 
 def clean_dataset(root):
@@ -26,17 +26,16 @@ def ann(i, image_id=0, **kw):
     return base
 
 
-def test_clean_dataset_passes(tmp_path):
+def test_clean_dataset_passes(tmp_path, capsys):
     data = clean_dataset(str(tmp_path))
     path = write_json(data, str(tmp_path / "ann.json"))
     report = check_dataset(path, str(tmp_path / "images"))
     assert not report.counts and not report.has_errors
-    run = subprocess.run([sys.executable, TOOL, "--json", path, "--images", str(tmp_path / "images")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0 and "0 error(s), 0 warning(s)" in run.stdout, run.stdout + run.stderr
+    assert check_dataset_tool.main(["--json", path, "--images", str(tmp_path / "images")]) == 0
+    assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
 
 
-def test_every_planted_problem_is_found(tmp_path):
+def test_every_planted_problem_is_found(tmp_path, capsys):
     root = str(tmp_path)
     data = clean_dataset(root)
     images_dir = os.path.join(root, "images")
@@ -83,9 +82,8 @@ def test_every_planted_problem_is_found(tmp_path):
     assert "annotation id 11 (image id 0): category_id 42" in text
     for code in expected:
         assert code in text
-    run = subprocess.run([sys.executable, TOOL, "--json", path, "--images", images_dir],
-                         capture_output=True, text=True)
-    assert run.returncode == 1 and "ERROR" in run.stdout
+    assert check_dataset_tool.main(["--json", path, "--images", images_dir]) == 1
+    assert "ERROR" in capsys.readouterr().out
 
 
 def test_warnings_alone_exit_zero(tmp_path):
