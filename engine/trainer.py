@@ -306,14 +306,16 @@ class Trainer:
                 save_checkpoint(os.path.join(self.cfg.output_dir, "model_best.pth"), state)
         return results
 
-    def evaluate_only(self, weights: str) -> dict:
-        """Load ``weights`` (a reskit checkpoint: its "model_ema" when ``solver.ema``, else "model")
-        into the model, evaluate, and write ``results_eval.json`` in ``output_dir`` (rank 0)."""
+    def evaluate_only(self, weights: Optional[str] = None) -> dict:
+        """Load ``weights`` (default: ``output_dir/model_final.pth``; a reskit checkpoint: its
+        "model_ema" when ``solver.ema``, else "model") into the model, evaluate, and write
+        ``results_eval.json`` in ``output_dir`` (rank 0). Full results on every rank."""
+        weights = weights or os.path.join(self.cfg.output_dir, "model_final.pth")
         loader = getattr(self.task, "load_weights", None)
         if loader is not None:
             loader(self.model, weights)
         else:
-            if not weights or not os.path.isfile(weights):
+            if not os.path.isfile(weights):
                 raise FileNotFoundError(f"weights file not found: {weights!r}: set model.weights to a "
                                         "model_final.pth / model_best.pth / checkpoint of a run")
             state = load_checkpoint(weights)

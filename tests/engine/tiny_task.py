@@ -3,8 +3,8 @@
     python tests/engine/tiny_task.py --config FILE [--resume] [key=value ...]
     python -m torch.distributed.run --nproc_per_node=2 tests/engine/tiny_task.py --config FILE ...
 
-16x16 images of 4 classes (a bright square in one quadrant, on noise), augmented with a random flip,
-shift and noise drawn from the sample seed; a 2-layer conv net with GroupNorm and dropout. It has
+16x16 images of 4 classes (a bright square in one quadrant, on noise), augmented with a random
+contrast, shift and noise drawn from the sample seed; a 2-layer conv net with GroupNorm and dropout. It has
 everything a resume could lose: momentum, random augmentation, dropout.
 """
 from __future__ import annotations
@@ -87,8 +87,7 @@ class TinyTrainSet(torch.utils.data.Dataset):
             return None
         img, label = make_image(index)
         g = torch.Generator().manual_seed(sample_seed)
-        if torch.rand((), generator=g) < 0.5:
-            img = img.flip(-1)
+        img = img * (0.8 + 0.4 * torch.rand((), generator=g))  # contrast (a flip would change the label)
         dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
         img = torch.roll(img, shifts=(dy, dx), dims=(1, 2))
         img = img + 0.05 * torch.randn(img.shape, generator=g)

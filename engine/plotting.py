@@ -1,0 +1,74 @@
+"""Curves of a run from its ``metrics.jsonl``: loss terms, learning rate and evaluation metrics."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+from .logger import _flatten
+
+# Keys of a training record that are not loss terms.
+_NOT_LOSSES = {"iter", "epoch", "lr", "time", "data_time", "eta_seconds", "grad_norm", "skipped"}
+
+
+def read_metrics(path: str) -> Tuple[List[dict], List[dict]]:
+    """(training records, evaluation records) of a metrics.jsonl; lines cut by a kill are skipped."""
+    train, evals = [], []
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            (evals if "eval" in record else train).append(record)
+    return train, evals
+
+
+def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int = 8) -> str:
+    """Draw ``run_dir/metrics.jsonl`` to a PNG (default ``run_dir/metrics.png``); returns its path.
+
+    Evaluation curves: the first ``max_eval_curves`` numeric results, skipping per-category and
+    per-class tables (too many lines to read).
+    """
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a run?")
+    train, evals = read_metrics(path)
+    out = out or os.path.join(run_dir, "metrics.png")
+
+    losses: Dict[str, List[Tuple[int, float]]] = {}
+    for r in train:
+        for k, v in r.items():
+            if k not in _NOT_LOSSES and isinstance(v, (int, float)):
+                losses.setdefault(k, []).append((r["iter"], v))
+    curves: Dict[str, List[Tuple[int, float]]] = {}
+    for r in evals:
+        for k, v in _flatten(r["eval"]).items():
+            if "per_" in k or (k not in curves and len(curves) >= max_eval_curves):
+                continue
+            curves.setdefault(k, []).append((r["iter"], v))
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for name, points in losses.items():
+        axes[0].plot(*zip(*points), label=name, linewidth=2.0 if name == "loss" else 1.0)
+    axes[0].set_title("training loss")
+    if train:
+        axes[1].plot([r["iter"] for r in train], [r["lr"] for r in train])
+    axes[1].set_title("learning rate")
+    for name, points in curves.items():
+        axes[2].plot(*zip(*points), marker="o", label=name)
+    axes[2].set_title("evaluation (%)")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

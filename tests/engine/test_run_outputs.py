@@ -1,0 +1,94 @@
+"""What a run leaves in output_dir, and the features a task turns on through the config."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import load_config_for, write_config
+from engine.checkpoint import Checkpointer, load_checkpoint
+from engine.config import load_config
+from engine.trainer import Trainer
+from tiny_task import TinyConfig, TinyTask
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_run_writes_config_metrics_events_checkpoints_results(tmp_path, restore_torch_state):
+    config = write_config(tmp_path, "run", solver={"max_iter": 10, "checkpoint_period": 2, "keep_checkpoints": 3,
+                                                   "ema": True, "ema_decay": 0.5},
+                          test={"eval_period": 5, "ims_per_batch": 16},
+                          logging={"log_period": 2, "tensorboard": True, "progress_bar": True})
+    cfg = load_config_for(config)
+    task = TinyTask(cfg)
+    results = Trainer(cfg, task).train()
+    run = os.path.join(tmp_path, "run")
+
+    assert load_config(TinyConfig, os.path.join(run, "config.yaml")) == cfg  # the resolved config
+    with open(os.path.join(run, "results.json")) as f:
+        assert json.load(f) == results and results["num_images"] == 40
+
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if "loss" in r]
+    assert [r["iter"] for r in train] == [2, 4, 6, 8, 10]
+    assert {"iter", "epoch", "lr", "loss", "loss_cls", "loss_logit_l2", "time", "data_time"} <= set(train[0])
+    assert train[-1]["loss"] == pytest.approx(train[-1]["loss_cls"] + train[-1]["loss_logit_l2"])
+    assert [(r["iter"], r["eval"]) for r in records if "eval" in r][-1] == (10, results)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(run)
+    events.Reload()
+    assert [s.step for s in events.Scalars("train/loss")] == [2, 4, 6, 8, 10]
+    assert [s.step for s in events.Scalars("eval/top1")] == [5, 10]
+
+    assert [i for i, _ in Checkpointer(run).all()] == [6, 8, 10]  # the last three
+    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "model_0000010.pth"))
+    assert set(ckpt) == {"model", "model_ema", "optimizer", "scheduler", "grad_scaler", "iteration", "sampler",
+                         "rng", "config", "meta", "best_metric"}
+    assert ckpt["sampler"] == {"start_batch": 10} and ckpt["meta"] == task.checkpoint_meta()
+    final = load_checkpoint(os.path.join(run, "model_final.pth"))
+    assert set(final) == {"model", "model_ema", "config", "meta", "iteration"} and final["iteration"] == 10
+    best = load_checkpoint(os.path.join(run, "model_best.pth"))
+    assert set(best["metric"]) == {"top1"}
+
+    # --eval-only on the final weights evaluates the EMA weights, as the run's final evaluation did
+    again = Trainer(cfg, TinyTask(cfg)).evaluate_only()
+    assert again == results
+    assert os.path.isfile(os.path.join(run, "results_eval.json"))
+
+    png = os.path.join(tmp_path, "curves.png")
+    tool = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "plot_metrics.py"), run, "--out", png],
+                          capture_output=True, text=True, timeout=60)
+    assert tool.returncode == 0, tool.stderr
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bf16_channels_last_adamw_clipping_accumulation_cosine(tmp_path, restore_torch_state):
+    cfg = load_config_for(write_config(
+        tmp_path, "run", solver={"max_iter": 6, "amp": "bf16", "channels_last": True, "optimizer": "AdamW",
+                                 "base_lr": 0.003, "clip_grad": 0.5, "accumulate": 2, "lr_schedule": "cosine",
+                                 "no_decay_norm_bias": True, "max_epochs": 0}))
+    trainer = Trainer(cfg, TinyTask(cfg))
+    assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    before = trainer.model.conv1.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.model.conv1.weight)
+    with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
+        train = [json.loads(line) for line in f if '"loss"' in line]
+    assert all(r["grad_norm"] > 0 for r in train) and len(train) == 6
+
+
+def test_max_epochs_and_batch_scaling_set_the_iterations(tmp_path, restore_torch_state):
+    cfg = load_config_for(write_config(
+        tmp_path, "run", solver={"max_epochs": 2, "ims_per_batch": 16, "reference_batch": 8, "base_lr": 0.05,
+                                 "max_iter": 100, "steps": [60], "checkpoint_period": 10},
+        test={"eval_period": 20, "ims_per_batch": 16}))
+    trainer = Trainer(cfg, TinyTask(cfg))
+    s = trainer.cfg.solver
+    assert trainer.max_iter == s.max_iter == 12  # 2 epochs x 96 samples / 16
+    assert s.base_lr == pytest.approx(0.1) and s.steps == [30] and s.checkpoint_period == 5
+    assert trainer.cfg.test.eval_period == 10
