@@ -134,7 +134,8 @@ class Checkpointer:
 
 
 def get_rng_state() -> Dict[str, Any]:
-    """Every RNG a training step may draw from: python ``random``, numpy's global RNG, torch CPU, CUDA."""
+    """Every RNG a training step may draw from: python ``random``, numpy's global RNG, torch CPU and
+    the current CUDA device."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -143,7 +144,8 @@ def get_rng_state() -> Dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's GPU only: reading every GPU's state would open a context on each of them.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -154,9 +156,4 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            warnings.warn("the checkpoint's CUDA RNG states are for another number of GPUs; "
-                          "the CUDA RNG continues from the seed", stacklevel=2)
+        torch.cuda.set_rng_state(state["cuda"])  # the current device's

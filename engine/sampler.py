@@ -107,15 +107,20 @@ class TrainBatchSampler(Sampler[List[Sample]]):
         if self.group_ids is not None:
             yield from self._grouped_batches(start_batch)
             return
-        n, size = self.num_samples, self.global_batch
         batch = start_batch
         while True:
-            out = []
-            for position in range(batch * size, (batch + 1) * size):
-                epoch = position // n
-                out.append(self.sample(epoch, self.permutation(epoch)[position % n]))
-            yield out
+            yield self._slice(batch, 0, self.global_batch)
             batch += 1
+
+    def _slice(self, batch: int, lo: int, hi: int) -> List[Sample]:
+        """Items ``lo:hi`` of (ungrouped) global batch ``batch``, computed alone: a rank need not
+        build the whole global batch of a large world."""
+        n, first = self.num_samples, batch * self.global_batch
+        out = []
+        for position in range(first + lo, first + hi):
+            epoch = position // n
+            out.append(self.sample(epoch, self.permutation(epoch)[position % n]))
+        return out
 
     def _grouped_batches(self, start_batch: int) -> Iterator[List[Sample]]:
         # Replays the stream from batch 0: which samples wait in which buffer depends on all that came
@@ -125,18 +130,24 @@ class TrainBatchSampler(Sampler[List[Sample]]):
         while True:
             for index in self.permutation(epoch):
                 buf = buffers.setdefault(self.group_ids[index], [])
-                buf.append(self.sample(epoch, index))
+                buf.append((epoch, index))
                 if len(buf) == self.global_batch:
                     buffers[self.group_ids[index]] = []
-                    if produced >= start_batch:
-                        yield buf
+                    if produced >= start_batch:  # seeds only for what is read, not for the replay
+                        yield [self.sample(e, i) for e, i in buf]
                     produced += 1
             epoch += 1
 
     def __iter__(self) -> Iterator[List[Sample]]:
         lo = self.rank * self.per_rank
-        for batch in self.global_batches(self.start_batch):
-            shard = batch[lo:lo + self.per_rank]
+        batch = self.start_batch
+        grouped = self.global_batches(batch) if self.group_ids is not None else None
+        while True:
+            if grouped is not None:
+                shard = next(grouped)[lo:lo + self.per_rank]
+            else:
+                shard = self._slice(batch, lo, lo + self.per_rank)
+            batch += 1
             for a in range(self.accumulate):
                 yield shard[a * self.micro_batch:(a + 1) * self.micro_batch]
 

@@ -160,7 +160,7 @@ class Trainer:
                     self._evaluate_and_track(logger)
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
-            del batches  # stops the loader workers before evaluation starts its own
+            del batches, loader  # stops the (persistent) loader workers before the final evaluation
             results = self._evaluate_and_track(logger)
         finally:
             logger.close()
@@ -173,11 +173,13 @@ class Trainer:
     def _start(self, resume: bool):
         """Restore the newest checkpoint (resume) or check the output_dir is free; returns the saved
         per-rank RNG states, or None on a fresh start."""
-        found = None
+        found, state = None, None
         if is_main_process():
             self.checkpointer.remove_stale_temporaries()
             if resume:
-                found = self.checkpointer.latest()
+                latest = self.checkpointer.load_latest()  # rank 0 picks; every rank loads that file
+                if latest is not None:
+                    found, state = latest
             elif self.checkpointer.all():
                 found = "exists"
         found = broadcast_object(found)
@@ -188,7 +190,8 @@ class Trainer:
             if resume and is_main_process():
                 print(f"no checkpoint in {self.checkpointer.directory}: starting from scratch", flush=True)
             return None
-        state = load_checkpoint(found)
+        if state is None:
+            state = load_checkpoint(found)
         self.load_state(state)
         self.last_checkpoint = found
         if is_main_process():
