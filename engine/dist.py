@@ -46,7 +46,8 @@ def get_device() -> torch.device:
 def init_distributed(timeout_minutes: float = 30.0) -> torch.device:
     """Join the process group torchrun describes (no-op without torchrun) and return this rank's device.
 
-    Safe to call twice.
+    The Trainer calls it; a tool that needs ranks before building its task may call it first (calling
+    it twice is safe).
     """
     device = get_device()
     if device.type == "cuda":

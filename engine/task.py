@@ -38,7 +38,10 @@ class Task(Protocol):
         holds samples of one group. ``None``: no grouping.
     training_step(model, batch) -> dict[str, Tensor]
         Forward pass and losses, called inside autocast with the DDP-wrapped (possibly compiled)
-        model in train mode. Returns the scalar loss terms; the trainer backpropagates their sum.
+        model in train mode. Returns the scalar loss terms; the trainer backpropagates their sum
+        (so return loss terms only) and logs each term. Return the same keys at every step and on
+        every rank (a term that does not apply to a batch is a zero, not a missing key): the terms
+        are averaged over ranks each step.
     evaluate(model) -> dict
         Called on every rank with the bare (or EMA) model in eval mode under ``torch.no_grad()``;
         each rank evaluates its shard (``engine.sampler.InferenceSampler``,
