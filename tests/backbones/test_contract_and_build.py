@@ -1,0 +1,98 @@
+"""The backbone contract for every kind of backbone, and the build entry points."""
+import math
+
+import pytest
+import torch
+
+from backbones import (available_networks, build_backbone, build_backbone_from_config, build_classifier,
+                       build_classifier_from_config, build_resnet_stage)
+from engine.config import BackboneConfig
+
+
+def check_contract(model, size=64):
+    model.eval()
+    assert set(model.out_channels) == set(model.strides) == set(model.out_features)
+    assert {k: tuple(v) for k, v in model.output_shape().items()} == {
+        k: (model.out_channels[k], model.strides[k]) for k in model.out_features}
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, size, size))
+    assert isinstance(out, dict) and list(out) == model.out_features
+    for name, t in out.items():
+        side = math.ceil(size / model.strides[name])
+        assert tuple(t.shape) == (1, model.out_channels[name], side, side), name
+    assert set(model.input_norm) == {"color", "scale", "mean", "std"}
+    return out
+
+
+@pytest.mark.parametrize("name,options", [
+    ("resnet50", {"out_features": ["stem", "res2", "res3", "res4", "res5"]}),
+    ("plain18", {}),
+    ("cifar_resnet20", {"out_features": ["stem", "res2", "res3", "res4"]}),
+    ("timm:resnet18", {}),
+    ("timm:mobilenetv3_small_100", {}),
+    ("timm:efficientnet_b0", {"out_features": ["stem", "res3", "res5"]}),
+])
+def test_backbone_contract(name, options):
+    model = build_backbone(name, **options)
+    check_contract(model)
+    if "out_features" in options:
+        assert model.out_features == options["out_features"]
+
+
+def test_timm_names_by_stride_and_dilation():
+    model = build_backbone("timm:resnet18")
+    assert model.out_features == ["res2", "res3", "res4", "res5"]
+    assert model.strides == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    assert model.out_channels == {"res2": 64, "res3": 128, "res4": 256, "res5": 512}
+    dilated = build_backbone("timm:resnet18", dilation=(1, 2), out_features=["res4", "res5"])
+    assert dilated.strides == {"res4": 16, "res5": 16}
+    check_contract(dilated)
+    with pytest.raises(ValueError, match="timm has no model 'resnet5'.*resnet50"):
+        build_backbone("timm:resnet5")
+    with pytest.raises(ValueError, match="stride_in_1x1"):
+        build_backbone("timm:resnet18", stride_in_1x1=True)
+
+
+def test_timm_classifier():
+    model = build_classifier("timm:resnet18", num_classes=7)
+    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert model.input_norm["color"] == "RGB"
+
+
+def test_every_name_builds():
+    with torch.device("meta"):
+        for name in available_networks():
+            model = build_classifier(name, num_classes=10)
+            assert model.num_classes == 10
+    assert {"resnet152", "plain152", "cifar_resnet1202", "cifar_plain110"} <= set(available_networks())
+
+
+def test_unknown_name_lists_closest():
+    with pytest.raises(ValueError, match=r"unknown network 'resnet51'.*closest: resnet50"):
+        build_backbone("resnet51")
+    with pytest.raises(ValueError, match="unknown options"):
+        build_backbone("resnet18", weights="x.pth")
+
+
+def test_from_config_loads_weights_and_builds_fpn(tmp_path):
+    reference = build_classifier("resnet18")
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    cfg = BackboneConfig(name="resnet18", weights=str(path), norm="FrozenBN", freeze_at=2)
+    model = build_backbone_from_config(cfg)
+    assert model.load_report.format == "torchvision" and not model.load_report.missing
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert not model.layer1[0].conv1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
+    fpn = build_backbone_from_config(cfg, fpn=True, top_block="p6p7")
+    assert fpn.out_features == ["p2", "p3", "p4", "p5", "p6", "p7"]
+    assert torch.equal(fpn.bottom_up.conv1.weight, reference.conv1.weight)
+    classifier = build_classifier_from_config(BackboneConfig(name="cifar_resnet20", shortcut="A"), 10)
+    assert classifier.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_resnet_stage_for_c4_head():
+    res5 = build_resnet_stage("resnet50", "res5", stride_in_1x1=True)
+    backbone = build_backbone("resnet50")
+    assert [k for k in res5.state_dict()] == [k[len("layer4."):] for k in backbone.state_dict() if k.startswith("layer4.")]
+    assert (res5.in_channels, res5.out_channels) == (1024, 2048)
+    assert res5[0].conv1.stride == (2, 2)
