@@ -14,7 +14,7 @@ from collections import OrderedDict
 from functools import partial
 from typing import Optional, Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from .base import Backbone

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backbones import (available_networks, build_backbone, build_backbone_from_config, build_classifier,
-                       build_classifier_from_config, build_resnet_stage)
+                       build_classifier_from_config, build_resnet_stage, load_weights)
 from engine.config import BackboneConfig
 
 
@@ -93,6 +93,22 @@ def test_from_config_loads_weights_and_builds_fpn(tmp_path):
 def test_resnet_stage_for_c4_head():
     res5 = build_resnet_stage("resnet50", "res5", stride_in_1x1=True)
     backbone = build_backbone("resnet50")
-    assert [k for k in res5.state_dict()] == [k[len("layer4."):] for k in backbone.state_dict() if k.startswith("layer4.")]
+    layer4 = [k[len("layer4."):] for k in backbone.state_dict() if k.startswith("layer4.")]
+    assert list(res5.state_dict()) == layer4
     assert (res5.in_channels, res5.out_channels) == (1024, 2048)
     assert res5[0].conv1.stride == (2, 2)
+
+
+def test_timm_checkpoint_loads_into_timm_backbone():
+    import timm
+
+    torch.manual_seed(0)
+    # features_only renames stages.0 to stages_0: the loader accepts the original names
+    source = timm.create_model("convnext_atto", pretrained=False).eval()
+    backbone = build_backbone("timm:convnext_atto").eval()
+    report = load_weights(backbone, {"state_dict": source.state_dict()})
+    assert report.mapping == [("", "model.")] and not report.missing
+    assert all(k.startswith("head.") for k in report.unexpected)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x)["res5"], source.forward_features(x), atol=1e-5)
