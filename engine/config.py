@@ -288,13 +288,27 @@ def _convert(tp, value, key: str):
     raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {value!r}")
 
 
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
 def _build(cls, data: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = list(fields)
     kwargs = {}
     for k, v in data.items():
         if k not in names:
             raise ConfigError(f"unknown key '{prefix}{k}' ({_closest(str(k), names)})")
+        default = _field_default(fields[k])
+        if isinstance(v, dict) and dataclasses.is_dataclass(default):
+            # A partial section merges over the schema's own default for it (e.g. a task's
+            # SolverConfig(base_lr=0.02)), not over the bare class defaults.
+            v = _merge(dataclasses.asdict(default), v)
         kwargs[k] = _convert(hints[k], v, prefix + k)
     try:
         obj = cls(**kwargs)
@@ -304,6 +318,16 @@ def _build(cls, data: dict, prefix: str = ""):
     if callable(check):
         check(prefix)  # raises ConfigError naming the key; prefix is "model.backbone." etc.
     return obj
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def from_dict(schema: Type[T], data: dict) -> T:
