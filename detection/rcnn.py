@@ -19,30 +19,25 @@ from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-DEFAULT_INPUT_NORM = {"color": "RGB", "scale": 1.0,
-                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+from backbones.input_norm import check_input_norm, normalize_image
 
 
 class RCNNTransform(GeneralizedRCNNTransform):
-    """torchvision's transform, fed 0-255 RGB, normalising for the weights' format.
+    """torchvision's transform (resize at test time, pad to a multiple of 32 with 0 after
+    normalising), fed 0-255 RGB and normalising for the weights' format.
 
-    ``scale == 1`` formats (torchvision, timm) divide by 255 first, exactly as ``to_tensor`` would,
-    so the arithmetic matches a torchvision user's bit for bit; BGR formats flip the channels.
+    Dividing by 255 first is exactly what ``to_tensor`` does, so for torchvision weights the input
+    equals a torchvision user's bit for bit.
     """
 
     def __init__(self, min_size: int, max_size: int, input_norm: dict, size_divisible: int = 32):
-        super().__init__(min_size, max_size, list(input_norm["mean"]), list(input_norm["std"]),
+        input_norm = check_input_norm(input_norm)
+        super().__init__(min_size, max_size, input_norm["mean"], input_norm["std"],
                          size_divisible=size_divisible, _skip_resize=True)
-        self.input_norm = dict(input_norm)
+        self.input_norm = input_norm
 
     def normalize(self, image: Tensor) -> Tensor:
-        if not image.is_floating_point():
-            image = image.float()
-        if float(self.input_norm.get("scale", 1.0)) == 1.0:
-            image = image.div(255)
-        if self.input_norm.get("color", "RGB") == "BGR":
-            image = image.flip(0)
-        return super().normalize(image)
+        return normalize_image(image.float().div(255), self.input_norm)
 
 
 class RCNN(GeneralizedRCNN):

@@ -1,0 +1,143 @@
+"""Build Faster / Mask R-CNN (C4 or FPN) from a :class:`~detection.config.DetModelConfig`.
+
+FPN (Lin et al.): P2-P6 from the FPN neck, an RPN on every level (one anchor size per level, three
+ratios), multi-scale RoIAlign 7x7 and the two-fc head of 1024 - torchvision's
+``fasterrcnn_resnet50_fpn`` exactly, so its weights convert 1:1.
+
+C4 (the ResNet paper's Appendix A, detectron2's "C4"): stem to res4 shared, the RPN on res4 (stride 16,
+anchors 32-512 x ratios 0.5/1/2), RoIAlign (or the paper's RoIPool) 14x14 on res4, then res5 run per
+region as the head, average pooling, and sibling classifier / box regressor.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Tuple
+
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from backbones import FPN, build_backbone, load_weights
+from backbones.input_norm import TORCHVISION_INPUT_NORM
+
+from .config import DetModelConfig, InputConfig
+from .heads import Res5BoxHead, Res5MaskHead, SingleLevelRoIPooler
+from .rcnn import RCNN, RCNNTransform
+
+logger = logging.getLogger(__name__)
+
+FPN_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
+
+
+def _backbone_options(cfg: DetModelConfig) -> dict:
+    bb = cfg.backbone
+    return dict(norm=bb.norm, freeze_at=bb.freeze_at, stride_in_1x1=bb.stride_in_1x1,
+                shortcut=bb.shortcut, dilation=list(bb.dilation),
+                zero_init_residual=bb.zero_init_residual)
+
+
+def _load_backbone_weights(module: nn.Module, cfg: DetModelConfig) -> None:
+    if cfg.backbone.weights:
+        report = load_weights(module, cfg.backbone.weights, format=cfg.backbone.weights_format)
+        logger.info("backbone weights from %s:\n%s", cfg.backbone.weights, report)
+
+
+def _rpn(cfg: DetModelConfig, anchor_gen: AnchorGenerator, in_channels: int) -> RegionProposalNetwork:
+    r = cfg.rpn
+    head = RPNHead(in_channels, anchor_gen.num_anchors_per_location()[0])
+    return RegionProposalNetwork(
+        anchor_gen, head, r.fg_iou_thresh, r.bg_iou_thresh, r.batch_size_per_image,
+        r.positive_fraction,
+        pre_nms_top_n=dict(training=r.pre_nms_topk_train, testing=r.pre_nms_topk_test),
+        post_nms_top_n=dict(training=r.post_nms_topk_train, testing=r.post_nms_topk_test),
+        nms_thresh=r.nms_thresh)
+
+
+def _roi_heads(cfg: DetModelConfig, box_pool, box_head, box_predictor, mask_parts=(None, None, None)):
+    h = cfg.roi_heads
+    mask_pool, mask_head, mask_predictor = mask_parts
+    return RoIHeads(box_pool, box_head, box_predictor, h.fg_iou_thresh, h.bg_iou_thresh,
+                    h.batch_size_per_image, h.positive_fraction, tuple(h.bbox_reg_weights),
+                    h.score_thresh, h.nms_thresh, h.detections_per_img,
+                    mask_roi_pool=mask_pool, mask_head=mask_head, mask_predictor=mask_predictor)
+
+
+def _build_fpn(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
+    in_features = [f for f in cfg.backbone.out_features if f in ("res2", "res3", "res4", "res5")]
+    if in_features != ["res2", "res3", "res4", "res5"]:
+        raise ValueError("FPN detectors take model.backbone.out_features [res2, res3, res4, res5], "
+                         f"got {cfg.backbone.out_features}")
+    bottom_up = build_backbone(cfg.backbone.name, out_features=in_features, **_backbone_options(cfg))
+    _load_backbone_weights(bottom_up, cfg)
+    backbone = FPN(bottom_up, in_features=in_features, out_channels=cfg.fpn_channels,
+                   top_block="maxpool")
+    levels = list(backbone.out_features)
+    if len(cfg.rpn.anchor_sizes) != len(levels):
+        raise ValueError(f"model.rpn.anchor_sizes: FPN has {len(levels)} levels {levels}, "
+                         f"give one anchor size per level, got {cfg.rpn.anchor_sizes}")
+    anchors = AnchorGenerator(tuple((s,) for s in cfg.rpn.anchor_sizes),
+                              (tuple(cfg.rpn.aspect_ratios),) * len(levels))
+    rpn = _rpn(cfg, anchors, cfg.fpn_channels)
+
+    h = cfg.roi_heads
+    if h.pooler != "align":
+        raise ValueError("model.roi_heads.pooler: FPN pools with multi-scale RoIAlign; RoIPool is a C4 option")
+    pooled = [lv for lv in levels if lv != "p6"]  # P6 only feeds the RPN, as in the FPN paper
+    box_pool = MultiScaleRoIAlign(pooled, h.pooler_resolution, h.sampling_ratio)
+    box_head = TwoMLPHead(cfg.fpn_channels * h.pooler_resolution ** 2, h.fc_dim)
+    box_predictor = FastRCNNPredictor(h.fc_dim, cfg.num_classes + 1)
+    mask_parts = (None, None, None)
+    if cfg.mask:
+        mask_parts = (MultiScaleRoIAlign(pooled, h.mask_pooler_resolution, h.sampling_ratio),
+                      MaskRCNNHeads(cfg.fpn_channels, [256, 256, 256, 256], 1),
+                      MaskRCNNPredictor(256, 256, cfg.num_classes + 1))
+    return backbone, rpn, _roi_heads(cfg, box_pool, box_head, box_predictor, mask_parts)
+
+
+def _build_c4(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
+    if cfg.backbone.name.startswith("timm:") or cfg.backbone.name.startswith("cifar"):
+        raise ValueError(f"model.arch C4 runs res5 of a ResNet per region; '{cfg.backbone.name}' has none "
+                         "(use arch: FPN for timm backbones)")
+    opts = _backbone_options(cfg)
+    # Build the whole network once to load the weights file (res5 included), then hand res5 to the
+    # head: the shared trunk stops at res4.
+    full = build_backbone(cfg.backbone.name, out_features=["res4", "res5"], **opts)
+    _load_backbone_weights(full, cfg)
+    backbone = build_backbone(cfg.backbone.name, out_features=["res4"], **opts)
+    missing, unexpected = backbone.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and all(k.startswith("layer4.") for k in unexpected), (missing, unexpected)
+    backbone.input_norm = dict(full.input_norm)
+    res5 = full.layer4
+    stride = backbone.strides["res4"]
+    channels = full.out_channels["res5"]
+
+    anchors = AnchorGenerator((tuple(cfg.rpn.anchor_sizes),), (tuple(cfg.rpn.aspect_ratios),))
+    rpn = _rpn(cfg, anchors, backbone.out_channels["res4"])
+    h = cfg.roi_heads
+    box_pool = SingleLevelRoIPooler("res4", h.pooler_resolution, stride, h.sampling_ratio, h.pooler)
+    box_head = Res5BoxHead(res5, channels)
+    box_predictor = FastRCNNPredictor(channels, cfg.num_classes + 1)
+    mask_parts = (None, None, None)
+    if cfg.mask:
+        mask_parts = (SingleLevelRoIPooler("res4", h.mask_pooler_resolution, stride, h.sampling_ratio,
+                                           h.pooler),
+                      Res5MaskHead(box_head),
+                      MaskRCNNPredictor(channels, 256, cfg.num_classes + 1))
+    return backbone, rpn, _roi_heads(cfg, box_pool, box_head, box_predictor, mask_parts)
+
+
+def build_detector(cfg: DetModelConfig, input_cfg: Optional[InputConfig] = None) -> RCNN:
+    """The detector of ``cfg``, backbone weights loaded from ``cfg.backbone.weights`` when set.
+
+    Whole-detector weights (``cfg.weights``, a checkpoint) are loaded by the caller through
+    :func:`detection.checkpoint.load_detector_weights`, after any layout changes.
+    """
+    input_cfg = input_cfg or InputConfig()
+    backbone, rpn, roi_heads = (_build_fpn if cfg.arch == "FPN" else _build_c4)(cfg)
+    input_norm = getattr(backbone, "input_norm", TORCHVISION_INPUT_NORM)
+    transform = RCNNTransform(input_cfg.min_size_test, input_cfg.max_size_test, input_norm)
+    return RCNN(backbone, rpn, roi_heads, transform, arch=cfg.arch)

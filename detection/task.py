@@ -1,0 +1,149 @@
+"""Faster / Mask R-CNN training and COCO evaluation as an engine Task (see engine/task.py)."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from engine.data import build_inference_loader
+from engine.dist import is_main_process
+
+from .batching import collate_detection
+from .build import build_detector
+from .coco import CocoDetection, ConcatCocoDetection
+from .config import DetConfig
+from .evaluation import COCOEvaluator, format_table
+from .transforms import build_train_transform
+from .weights import label_space, load_detector_weights
+
+logger = logging.getLogger(__name__)
+
+
+def _tensor_targets(targets: List[dict]) -> List[Dict[str, torch.Tensor]]:
+    """Keep what torchvision's heads read (boxes, labels, masks); drop bookkeeping entries."""
+    keep = ("boxes", "labels", "masks")
+    return [{k: t[k] for k in keep if k in t} for t in targets]
+
+
+class DetectionTask:
+    primary_metric = "bbox.AP"
+    find_unused_parameters = False
+
+    def __init__(self, cfg: DetConfig, training: bool = True):
+        """``training=False`` (evaluation, prediction): the label space is the one recorded in
+        ``model.weights`` when the checkpoint has one; in training it is the training data's."""
+        self.cfg = cfg
+        self._train_set: Optional[ConcatCocoDetection] = None
+        self._val_set: Optional[CocoDetection] = None
+        self.weights_labels = None if training else label_space(cfg.model.weights)
+        if self.weights_labels is not None:
+            cfg.model.num_classes = len(self.weights_labels["category_ids"])
+        self._model_input_norm: Optional[dict] = None
+
+    # ---- data ------------------------------------------------------------------------------
+    def train_dataset(self) -> ConcatCocoDetection:
+        if self._train_set is None:
+            c = self.cfg
+            if not c.data.train:
+                raise ValueError("data.train: no training dataset given (a list of {json, images})")
+            transform = build_train_transform(
+                c.input.min_size_train, c.input.max_size_train, c.input.flip_prob,
+                color_jitter=0.4 if c.input.photometric else 0.0)
+            self._train_set = ConcatCocoDetection.from_files(
+                [(d.json, d.images) for d in c.data.train], transform=transform,
+                keep_empty=c.data.keep_empty, with_masks=c.model.mask, skip_bad=c.data.skip_bad)
+            k = self._train_set.num_categories
+            if k != c.model.num_classes:
+                raise ValueError(f"model.num_classes is {c.model.num_classes} but {c.data.train[0].json} "
+                                 f"has {k} categories; set model.num_classes={k}")
+            if is_main_process():
+                logger.info("training set: %s", self._train_set.stats)
+        return self._train_set
+
+    @property
+    def num_train_samples(self) -> int:
+        return len(self.train_dataset())
+
+    def group_ids(self):
+        return self.train_dataset().group_ids()
+
+    def collate(self, samples: list):
+        return collate_detection(samples)
+
+    def val_dataset(self) -> CocoDetection:
+        if self._val_set is None:
+            if not self.cfg.data.val:
+                raise ValueError("data.val: no validation dataset given (a list of {json, images})")
+            d = self.cfg.data.val[0]
+            # No transform: the model resizes at test time (as torchvision) and returns boxes in the
+            # original pixels. Every image is kept: COCO evaluation counts images without objects.
+            self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True,
+                                          skip_bad=False)
+        return self._val_set
+
+    def contiguous_to_id(self) -> Dict[int, int]:
+        if self.weights_labels is not None:
+            return {i + 1: c for i, c in enumerate(self.weights_labels["category_ids"])}
+        if self.cfg.data.train:
+            return dict(self.train_dataset().contiguous_to_id)
+        return dict(self.val_dataset().contiguous_to_id)
+
+    def class_names(self) -> List[str]:
+        if self.weights_labels is not None:
+            return list(self.weights_labels["class_names"])
+        ds = self.train_dataset() if self.cfg.data.train else self.val_dataset()
+        return list(ds.class_names)
+
+    # ---- model -----------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        model = build_detector(self.cfg.model, self.cfg.input)
+        if self.cfg.model.weights:
+            report = load_detector_weights(model, self.cfg.model.weights)
+            if is_main_process():
+                logger.info("detector weights:\n%s", report)
+        self._model_input_norm = dict(model.input_norm)
+        return model
+
+    def param_lr_mults(self, model: nn.Module) -> Dict[str, float]:
+        mult = self.cfg.model.backbone.lr_mult
+        return {} if mult == 1.0 else {"backbone": mult}
+
+    def training_step(self, model: nn.Module, batch) -> Dict[str, torch.Tensor]:
+        images, targets = batch
+        return model(list(images), _tensor_targets(targets))
+
+    def checkpoint_meta(self) -> dict:
+        c2i = self.contiguous_to_id()
+        bb = self.cfg.model.backbone
+        return {"task": "detection", "arch": self.cfg.model.arch, "mask": self.cfg.model.mask,
+                "num_classes": len(c2i), "category_ids": [c2i[i] for i in range(1, len(c2i) + 1)],
+                "class_names": self.class_names(), "backbone": bb.name,
+                "input_norm": self._input_norm()}
+
+    def _input_norm(self) -> dict:
+        if self._model_input_norm is None:  # the normalisation the built model applies
+            self._model_input_norm = dict(build_detector(self.cfg.model, self.cfg.input).input_norm)
+        return dict(self._model_input_norm)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict:
+        dataset = self.val_dataset()
+        iou_types = ("bbox", "segm") if self.cfg.model.mask else ("bbox",)
+        evaluator = COCOEvaluator(dataset.json_path, iou_types, backend=self.cfg.test.backend,
+                                  contiguous_to_id=self.contiguous_to_id())
+        from engine.dist import get_world_size
+        per_rank = max(1, self.cfg.test.ims_per_batch // get_world_size())
+        loader = build_inference_loader(dataset, per_rank, collate_detection,
+                                        num_workers=self.cfg.data.num_workers)
+        device = next(model.parameters()).device
+        for images, targets in loader:
+            outputs = model([img.to(device) for img in images])
+            evaluator.update({t["image_id"]: {k: v.cpu() for k, v in o.items()}
+                              for t, o in zip(targets, outputs)})
+        results = evaluator.evaluate()
+        if is_main_process() and results:
+            logger.info("COCO evaluation on %s:\n%s", dataset.json_path, format_table(results))
+        return results

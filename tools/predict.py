@@ -1,0 +1,63 @@
+"""Run a detector on an image or a folder; write predictions.json and one annotated PNG per image.
+
+    python tools/predict.py --config configs/detection/faster_rcnn_R50_FPN_1x.yaml \
+        --weights runs/faster_rcnn_R50_FPN_1x/model_final.pth --input photos/ --output out/
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detection.image_io import read_image  # noqa: E402
+from detection.predictor import Predictor  # noqa: E402
+from detection.visualize import draw_detections, write_rgb  # noqa: E402
+from engine.launch import run_tool  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path: str) -> list:
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--input {path}: no such file or folder")
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+    return files
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output", required=True, help="folder for predictions.json and the PNGs")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="drawn boxes only")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    args = parser.parse_args()
+
+    files = list_images(args.input)
+    predictor = Predictor(args.config, args.weights, device=args.device,
+                          overrides=["model.backbone.weights=null", *args.overrides])
+    os.makedirs(args.output, exist_ok=True)
+    records = []
+    for path in files:
+        image = read_image(path)
+        pred = predictor(image)
+        for box, score, cat in zip(pred["boxes"], pred["scores"], pred["category_ids"]):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            records.append({"file_name": os.path.basename(path), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": float(score), "category_id": int(cat)})
+        drawn = draw_detections(image, pred, predictor.category_names, args.score_thresh)
+        write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
+    with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
+        json.dump(records, f)
+    print(f"{len(files)} images, {len(records)} detections -> {args.output}")
+
+
+if __name__ == "__main__":
+    run_tool(main)
