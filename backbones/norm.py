@@ -46,7 +46,9 @@ def is_norm(module: nn.Module) -> bool:
 
 def _frozen_from(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
-    frozen.to(device=bn.running_mean.device if bn.running_mean is not None else None)
+    like = bn.running_mean if bn.running_mean is not None else bn.weight
+    if like is not None:
+        frozen.to(device=like.device, dtype=like.dtype)
     with torch.no_grad():
         if bn.affine:
             frozen.weight.copy_(bn.weight.detach())

@@ -57,7 +57,7 @@ class TimmBackbone(Backbone):
         **timm_kwargs,
     ) -> None:
         super().__init__()
-        if model_name not in timm.list_models():
+        if not timm.is_model(model_name):  # accepts pretrained tags too: resnet50.a1_in1k
             import difflib
 
             close = difflib.get_close_matches(model_name, timm.list_models(), n=5)

@@ -57,6 +57,14 @@ def test_contract(top_block, names):
     assert model.bottom_up.input_norm["color"] == "BGR"  # one record, on the bottom-up network
 
 
+def test_fpn_on_a_timm_backbone():
+    model = build_backbone("timm:mobilenetv3_small_100", fpn=True, out_channels=32).eval()
+    assert model.bottom_up.out_channels["res5"] == 576
+    out = model(torch.randn(1, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        f"p{i}": (1, 32, 64 // 2 ** i, 64 // 2 ** i) for i in range(2, 7)}
+
+
 def test_fpn_needs_its_inputs():
     from backbones import FPN
 
