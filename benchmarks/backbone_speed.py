@@ -10,7 +10,10 @@ contestant's best round (as ``timeit`` advises: on a shared machine the slower r
 other processes); medians are printed beside them.
 Goals (issue 2): ours >= 1.3x torchvision default and >= 1.05x its channels-last.
 
-    python benchmarks/backbone_speed.py [--batch 8] [--size 224] [--iters 10] [--threads N]
+    python benchmarks/backbone_speed.py [--batch 8] [--size 224] [--rounds 12] [--threads N] [--clock wall|cpu]
+
+On a machine busy with other work, ``--threads 1 --clock cpu`` times this process's own CPU seconds,
+which other processes barely disturb (with several threads CPU time would count their spin-waits).
 """
 from __future__ import annotations
 
@@ -35,12 +38,12 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
-def time_once(model, x, iters: int) -> float:
+def time_once(model, x, iters: int, clock=time.perf_counter) -> float:
     """Seconds per batch over ``iters`` batches."""
-    start = time.perf_counter()
+    start = clock()
     for _ in range(iters):
         model(x)
-    return (time.perf_counter() - start) / iters
+    return (clock() - start) / iters
 
 
 def main() -> None:
@@ -51,7 +54,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1)")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -87,10 +93,10 @@ def main() -> None:
         seconds = {name: [] for name in contestants}
         for _ in range(args.rounds):
             for name, (model, inp) in contestants.items():
-                seconds[name].append(time_once(model, inp, args.iters))
+                seconds[name].append(time_once(model, inp, args.iters, clock))
 
     print(f"ResNet-50 inference, CPU, batch {args.batch} at {args.size}x{args.size}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.iters} batches "
+          f"{torch.get_num_threads()} threads, {args.clock} clock, {args.rounds} rounds x {args.iters} batches "
           f"(torch {torch.__version__})")
     speed = {name: args.batch / min(s) for name, s in seconds.items()}
     for name, ips in speed.items():
