@@ -43,7 +43,9 @@ class BackboneConfig:
     norm: str = "BN"  # BN | SyncBN | FrozenBN | GN
     freeze_at: int = 0  # 0 none, 1 stem, 2 stem+res2, ... (as detectron2)
     stride_in_1x1: bool = False  # MSRA placement of the stride (True) or torchvision's (False)
-    shortcut: str = "B"  # A zero-padded identity | B projection where shape changes | C all projections
+    # A zero-padded identity | B projection where shape changes | C all projections |
+    # auto: the network's own default (B for ImageNet ResNets, A for CIFAR ResNets, as in the paper)
+    shortcut: str = "auto"
     dilation: List[int] = field(default_factory=lambda: [1, 1])  # dilation of res4, res5
     out_features: List[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
     zero_init_residual: bool = False  # last norm of each block starts at zero
@@ -51,7 +53,7 @@ class BackboneConfig:
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "norm", self.norm, ["BN", "SyncBN", "FrozenBN", "GN"])
-        choice(prefix + "shortcut", self.shortcut, ["A", "B", "C"])
+        choice(prefix + "shortcut", self.shortcut, ["auto", "A", "B", "C"])
         choice(prefix + "weights_format", self.weights_format,
                ["auto", "reskit", "torchvision", "timm", "safetensors", "msra"])
         if len(self.dilation) != 2 or any(d not in (1, 2, 4) for d in self.dilation):
