@@ -1,0 +1,155 @@
+"""Faster / Mask R-CNN models: torchvision conversions reproduce torchvision, C4 and FPN train."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from detection.build import build_detector
+from detection.config import DetModelConfig, InputConfig
+from detection.convert import convert_torchvision_detection
+from detection.predictor import Predictor
+
+FPN_CONFIG = "configs/detection/faster_rcnn_R50_FPN_1x.yaml"
+MASK_CONFIG = "configs/segmentation/mask_rcnn_R50_FPN_1x.yaml"
+SMALL = ["model.backbone.weights=null", "input.min_size_test=256", "input.max_size_test=320"]
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random frozen-BN statistics and a sharper classifier, so that an untrained detector returns a
+    full set of confident, well-separated detections to compare."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        cls = model.roi_heads.box_predictor.cls_score
+        cls.weight.mul_(20.0)
+
+
+def _image(seed: int = 0, h: int = 200, w: int = 260) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 20, w // 20, 3)).astype(np.uint8)
+    import cv2
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(img.astype(np.int32) + rng.integers(-20, 21, size=img.shape), 0, 255).astype(np.uint8)
+
+
+def _torchvision_outputs(tv, image: np.ndarray):
+    tv.transform.min_size, tv.transform.max_size = (256,), 320
+    with torch.no_grad():
+        return tv([torch.from_numpy(image).permute(2, 0, 1).float().div(255)])[0]
+
+
+def _save_converted(tv, path) -> None:
+    state, meta = convert_torchvision_detection(tv.state_dict())
+    torch.save({"model": state, "meta": meta}, path)
+
+
+def test_torchvision_fasterrcnn_conversion_reproduces_detections(tmp_path):
+    torch.manual_seed(0)
+    tv = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    _randomise(tv)
+    _save_converted(tv, tmp_path / "frcnn.pth")
+    image = _image()
+    expected = _torchvision_outputs(tv, image)
+    assert len(expected["boxes"]) >= 10
+
+    plain = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=False, overrides=SMALL)(image)
+    assert len(plain["boxes"]) == len(expected["boxes"])
+    np.testing.assert_allclose(plain["boxes"], expected["boxes"].numpy(), atol=1e-2, rtol=0)
+    np.testing.assert_allclose(plain["scores"], expected["scores"].numpy(), atol=1e-4, rtol=0)
+    # label i of torchvision's COCO weights is category id i
+    np.testing.assert_array_equal(plain["category_ids"], expected["labels"].numpy())
+
+    fast = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=True, overrides=SMALL)(image)
+    assert len(fast["boxes"]) == len(expected["boxes"])
+    np.testing.assert_allclose(fast["boxes"], expected["boxes"].numpy(), atol=1e-2, rtol=0)
+    np.testing.assert_allclose(fast["scores"], expected["scores"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(fast["category_ids"], expected["labels"].numpy())
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+def test_torchvision_maskrcnn_conversion_reproduces_masks(tmp_path):
+    torch.manual_seed(1)
+    tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    _randomise(tv, seed=1)
+    _save_converted(tv, tmp_path / "mrcnn.pth")
+    image = _image(seed=1)
+    expected = _torchvision_outputs(tv, image)
+    assert len(expected["boxes"]) >= 10
+    ours = Predictor(MASK_CONFIG, str(tmp_path / "mrcnn.pth"), device="cpu", overrides=SMALL)(image)
+    assert len(ours["boxes"]) == len(expected["boxes"])
+    np.testing.assert_allclose(ours["boxes"], expected["boxes"].numpy(), atol=1e-2, rtol=0)
+    np.testing.assert_array_equal(ours["category_ids"], expected["labels"].numpy())
+    assert ours["masks"].shape == (len(ours["boxes"]),) + image.shape[:2]
+    expected_masks = expected["masks"][:, 0].numpy() >= 0.5
+    ious = [_mask_iou(a, b) for a, b in zip(ours["masks"], expected_masks)]
+    assert min(ious) >= 0.99, ious
+
+
+def _targets(n_images: int, size: int, num_classes: int, with_masks: bool):
+    g = torch.Generator().manual_seed(0)
+    images, targets = [], []
+    for _ in range(n_images):
+        images.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
+        xy = torch.randint(0, size // 2, (2, 2), generator=g).float()
+        wh = torch.randint(size // 8, size // 2, (2, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        t = {"boxes": boxes, "labels": torch.tensor([1, num_classes])}
+        if with_masks:
+            masks = torch.zeros(2, size, size, dtype=torch.uint8)
+            for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+                masks[i, y1:y2, x1:x2] = 1
+            t["masks"] = masks
+        targets.append(t)
+    return images, targets
+
+
+@pytest.mark.parametrize("arch,pooler,mask", [("C4", "align", True), ("C4", "pool", False),
+                                              ("FPN", "align", True)])
+def test_detector_trains_and_predicts(arch, pooler, mask):
+    cfg = DetModelConfig(arch=arch, mask=mask, num_classes=3)
+    cfg.backbone.name, cfg.backbone.weights = "resnet18", None
+    cfg.roi_heads.pooler = pooler
+    if arch == "C4":
+        cfg.roi_heads.pooler_resolution, cfg.roi_heads.sampling_ratio = 14, 0
+        cfg.backbone.out_features = ["res4"]
+    else:
+        cfg.fpn_channels = 64
+    torch.manual_seed(0)
+    model = build_detector(cfg, InputConfig(min_size_test=96, max_size_test=128)).train()
+    images, targets = _targets(2, 96, 3, mask)
+    losses = model(images, targets)
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected | ({"loss_mask"} if mask else set())
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    sum(losses.values()).backward()
+    # frozen stem (freeze_at=2 default): no gradient; the head trains
+    assert model.backbone.conv1.weight.grad is None if arch == "C4" else \
+        model.backbone.bottom_up.conv1.weight.grad is None
+    head = model.roi_heads.box_predictor.cls_score.weight
+    assert head.grad is not None and head.grad.abs().sum() > 0
+    if arch == "C4":
+        # res5 runs per region inside the box head, once in the state dict
+        keys = model.state_dict().keys()
+        assert any(k.startswith("roi_heads.box_head.res5.") for k in keys)
+        assert not any(k.startswith("backbone.layer4.") or k.startswith("roi_heads.mask_head.") for k in keys)
+    model.eval()
+    with torch.no_grad():
+        out = model([images[0][:, :80, :90]])[0]
+    assert set(out) >= {"boxes", "scores", "labels"}
+    if len(out["boxes"]):
+        assert out["boxes"][:, 2].max() <= 90 + 1e-3 and out["boxes"][:, 3].max() <= 80 + 1e-3
+    if mask:
+        assert out["masks"].shape[-2:] == (80, 90)
