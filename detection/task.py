@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Dict, List, Optional
 
 import torch
@@ -14,6 +15,7 @@ from .batching import collate_detection
 from .build import build_detector
 from .coco import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
+from .coco_results import write_results_file
 from .evaluation import COCOEvaluator, format_table
 from .transforms import build_train_transform
 from .weights import label_space, load_detector_weights
@@ -144,6 +146,9 @@ class DetectionTask:
             evaluator.update({t["image_id"]: {k: v.cpu() for k, v in o.items()}
                               for t, o in zip(targets, outputs)})
         results = evaluator.evaluate()
-        if is_main_process() and results:
+        if is_main_process():
+            # The records themselves, as detectron2 keeps them: eval_coco.py --results reads them back.
+            write_results_file(evaluator.results(), os.path.join(
+                self.cfg.output_dir, "inference", "coco_instances_results.json"))
             logger.info("COCO evaluation on %s:\n%s", dataset.json_path, format_table(results))
         return results
