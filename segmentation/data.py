@@ -153,6 +153,11 @@ class CocoSemanticSegmentation(_SegmentationBase):
                 category_map = {cid: i + 1 for i, cid in enumerate(sorted(names))}
             else:
                 raise ValueError(f"categories '{categories}': choose voc or all")
+        elif categories == "all" and set(names) - set(category_map):
+            # with every category a class, an unknown one would silently become background
+            raise DataError(f"{json_path}: category ids {sorted(set(names) - set(category_map))[:8]} are not in "
+                            f"the label space of the first dataset ({sorted(category_map)[:8]}...); give every "
+                            "dataset the same categories")
         self.category_map = {int(k): int(v) for k, v in category_map.items()}
         self.num_classes = max(self.category_map.values()) + 1
         if self.category_map == {cid: i for i, cid in enumerate(VOC_COCO_CATEGORY_IDS) if i > 0}:

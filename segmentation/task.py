@@ -1,0 +1,191 @@
+"""Semantic segmentation as an engine Task (see engine/task.py): training, sharded evaluation, meta.
+
+Fine-tuning is configuration: ``model.backbone.weights`` loads a classification checkpoint or any
+backbone file into the backbone (``backbones.load_weights``, its report logged);
+``model.weights`` loads a whole segmentation checkpoint over that, skipping (and reporting) tensors
+whose shapes differ, such as a classifier for another number of classes.
+
+Evaluation runs on every rank over its shard of the validation set, accumulates a confusion matrix,
+sums it over ranks and reports ``{"sem_seg": {"mIoU", "pixel_accuracy", "mean_accuracy",
+"per_class_IoU", "per_class_accuracy"}}`` in percent. With ``data.eval_resize`` the image and its
+label map are resized to short side ``data.base_size`` first (torchvision's reference does the
+same), so the metrics are measured at that size.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.data import build_inference_loader
+from engine.dist import get_world_size, is_main_process
+
+from .config import SegConfig, SegDatasetConfig
+from .data import CocoSemanticSegmentation, ConcatSegmentation, FolderSegmentation
+from .metrics import ConfusionMatrix, format_table
+from .models import build_segmentation_model
+from .transforms import build_eval_transform, build_train_transform, collate_eval, collate_train
+from .weights import load_segmentation_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SemanticSegmentationTask", "segmentation_loss"]
+
+
+def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """Cross-entropy averaged over the pixels that are not ``ignore_index``.
+
+    ``F.cross_entropy(..., ignore_index=...)`` with mean reduction divides by the number of valid
+    pixels, which is 0 for a crop that holds only ignored pixels and gives NaN (the trainer would stop
+    on it); summing and dividing by at least 1 gives the same value otherwise, and 0 there.
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    return total / (target != ignore_index).sum().clamp(min=1)
+
+
+class SemanticSegmentationTask:
+    primary_metric = "sem_seg.mIoU"
+    find_unused_parameters = False
+
+    def __init__(self, cfg: SegConfig, training: bool = True):
+        self.cfg = cfg
+        self.training = training
+        self._train_set: Optional[ConcatSegmentation] = None
+        self._val_set: Optional[ConcatSegmentation] = None
+        self._category_map: Optional[Dict[int, int]] = None  # COCO ids -> labels, shared by every set
+        self._input_norm: Optional[dict] = None
+
+    # ---- data ------------------------------------------------------------------------------
+    def _dataset(self, spec: SegDatasetConfig, transform, train: bool):
+        c = self.cfg
+        if spec.coco is not None:
+            ds = CocoSemanticSegmentation(
+                spec.coco.json, spec.coco.images, spec.coco.categories, transform=transform,
+                min_area=c.data.min_train_area if train and c.data.min_train_area >= 0 else None,
+                ignore_index=c.model.ignore_index, skip_bad=c.data.skip_bad and train,
+                category_map=self._category_map)
+            self._category_map = self._category_map or ds.category_map
+        else:
+            ds = FolderSegmentation(spec.folder.images, spec.folder.labels, c.model.num_classes,
+                                    c.data.class_names or None, transform=transform,
+                                    ignore_index=c.model.ignore_index, skip_bad=c.data.skip_bad and train)
+        if ds.num_classes != c.model.num_classes:
+            where = spec.coco.json if spec.coco is not None else spec.folder.images
+            raise ValueError(f"model.num_classes is {c.model.num_classes} but {where} has {ds.num_classes} "
+                             f"classes (background included); set model.num_classes={ds.num_classes}")
+        return ds
+
+    def train_dataset(self) -> ConcatSegmentation:
+        if self._train_set is None:
+            d = self.cfg.data
+            if not d.train:
+                raise ValueError("data.train: no training dataset given (a list of {coco: ...} or {folder: ...})")
+            transform = build_train_transform(d.base_size, d.crop_size, d.scale_range, d.flip_prob,
+                                              self.cfg.model.ignore_index)
+            self._train_set = ConcatSegmentation([self._dataset(s, transform, train=True) for s in d.train])
+            if is_main_process():
+                logger.info("training set: %s", self._train_set.stats)
+        return self._train_set
+
+    def val_dataset(self) -> ConcatSegmentation:
+        if self._val_set is None:
+            d = self.cfg.data
+            if not d.val:
+                raise ValueError("data.val: no validation dataset given (a list of {coco: ...} or {folder: ...})")
+            if self.training and d.train:
+                self.train_dataset()  # the validation labels follow the training label space
+            transform = build_eval_transform(d.base_size if d.eval_resize else None)
+            self._val_set = ConcatSegmentation([self._dataset(s, transform, train=False) for s in d.val])
+        return self._val_set
+
+    @property
+    def num_train_samples(self) -> int:
+        return len(self.train_dataset())
+
+    def group_ids(self):
+        return None
+
+    def collate(self, samples: list):
+        return collate_train(samples, self.cfg.model.ignore_index)
+
+    def class_names(self) -> List[str]:
+        d = self.cfg.data
+        ds = self.train_dataset() if d.train and self.training else self.val_dataset() if d.val else None
+        if ds is not None:
+            return list(ds.class_names)
+        return list(d.class_names) or [f"class {i}" for i in range(self.cfg.model.num_classes)]
+
+    # ---- model -----------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        model = build_segmentation_model(self.cfg.model)
+        if self.cfg.model.weights and self.training:
+            report = load_segmentation_weights(model, self.cfg.model.weights, strict=False)
+            if is_main_process():
+                logger.info("model weights:\n%s", report)
+        self._input_norm = dict(model.input_norm)
+        return model
+
+    def load_weights(self, model: nn.Module, path: str) -> None:
+        """``--eval-only``: the whole checkpoint, strictly (only the training-only aux head may go)."""
+        load_segmentation_weights(model, path, strict=True, prefer_ema=self.cfg.solver.ema)
+        self._input_norm = dict(model.input_norm)
+
+    def param_lr_mults(self, model: nn.Module) -> Dict[str, float]:
+        mults = {}
+        if self.cfg.model.backbone.lr_mult != 1.0:
+            mults["backbone"] = self.cfg.model.backbone.lr_mult
+        if self.cfg.model.aux_lr_mult != 1.0:
+            mults["aux_classifier"] = self.cfg.model.aux_lr_mult
+        return mults
+
+    def training_step(self, model: nn.Module, batch) -> Dict[str, Tensor]:
+        images, labels = batch
+        outputs = model(images)
+        ignore = self.cfg.model.ignore_index
+        losses = {"loss_seg": segmentation_loss(outputs["out"], labels, ignore)}
+        if "aux" in outputs:
+            losses["loss_aux"] = self.cfg.model.aux_weight * segmentation_loss(outputs["aux"], labels, ignore)
+        return losses
+
+    def checkpoint_meta(self) -> dict:
+        m = self.cfg.model
+        return {"task": "semantic_segmentation", "head": m.head, "backbone": m.backbone.name,
+                "num_classes": m.num_classes, "class_names": self.class_names(),
+                "ignore_index": m.ignore_index, "aux_loss": m.aux_loss,
+                "input_norm": dict(self._input_norm or build_segmentation_model(m).input_norm),
+                "base_size": self.cfg.data.base_size, "eval_resize": self.cfg.data.eval_resize}
+
+    # ---- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict:
+        dataset = self.val_dataset()
+        device = next(model.parameters()).device
+        per_rank = max(1, self.cfg.test.ims_per_batch // get_world_size())
+        loader = build_inference_loader(dataset, per_rank, collate_eval, num_workers=self.cfg.data.num_workers)
+        matrix = ConfusionMatrix(self.cfg.model.num_classes, self.cfg.model.ignore_index, device=device)
+        for images, labels in loader:
+            for group in _same_size_runs(images):
+                batch = torch.stack([images[i] for i in group]).to(device)
+                predictions = model(batch)["out"].argmax(1)
+                for k, i in enumerate(group):
+                    matrix.update(labels[i].to(device), predictions[k])
+        matrix.reduce()  # every rank takes part, also one whose shard was empty
+        if not is_main_process():
+            return {}
+        results = matrix.compute(dataset.class_names)
+        logger.info("semantic segmentation on %d images:\n%s", len(dataset), format_table(results))
+        return {"sem_seg": results}
+
+
+def _same_size_runs(images: List[Tensor]) -> List[List[int]]:
+    """Indices of consecutive images of one size: each run goes through the model as one batch."""
+    runs: List[List[int]] = []
+    for i, image in enumerate(images):
+        if runs and images[runs[-1][0]].shape == image.shape:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
