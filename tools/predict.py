@@ -1,7 +1,13 @@
-"""Run a detector on an image or a folder; write predictions.json and one annotated PNG per image.
+"""Run a detector, Mask R-CNN or a semantic segmentation model on an image or a folder of images.
 
     python tools/predict.py --config configs/detection/faster_rcnn_R50_FPN_1x.yaml \
         --weights runs/faster_rcnn_R50_FPN_1x/model_final.pth --input photos/ --output out/
+
+Detection (Faster / Mask R-CNN checkpoints): OUT/predictions.json holds one record per detection
+(file_name, bbox as x, y, w, h in the image's pixels, score, category_id) and one PNG per image shows
+the boxes, class names, scores and instance masks. Semantic segmentation checkpoints (the kind is
+read from the checkpoint): one PNG label map per image (``*_labels.png``, class indices) and one
+overlay in the class palette; predictions.json lists the pixel count of each class per image.
 """
 import argparse
 import json
@@ -13,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detection.image_io import read_image  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
+from detection.weights import read_checkpoint  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -29,6 +36,29 @@ def list_images(path: str) -> list:
     return files
 
 
+def predict_semantic(args, files: list) -> None:
+    import cv2
+    import numpy as np
+
+    from segmentation.predictor import SemanticPredictor
+    from segmentation.visualize import overlay
+
+    predictor = SemanticPredictor(args.config, args.weights, device=args.device, overrides=args.overrides)
+    records = []
+    for path in files:
+        image = read_image(path)
+        labels = predictor(image)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        cv2.imwrite(os.path.join(args.output, stem + "_labels.png"), labels.astype(np.uint8))
+        write_rgb(os.path.join(args.output, stem + ".png"), overlay(image, labels))
+        counts = np.bincount(labels.reshape(-1), minlength=len(predictor.class_names))
+        records.append({"file_name": os.path.basename(path),
+                        "pixels": {predictor.class_names[i]: int(c) for i, c in enumerate(counts) if c}})
+    with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
+        json.dump(records, f)
+    print(f"{len(files)} images -> {args.output}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -41,9 +71,12 @@ def main():
     args = parser.parse_args()
 
     files = list_images(args.input)
+    os.makedirs(args.output, exist_ok=True)
+    meta = read_checkpoint(args.weights).get("meta") or {}
+    if meta.get("task") == "semantic_segmentation":
+        return predict_semantic(args, files)
     predictor = Predictor(args.config, args.weights, device=args.device,
                           overrides=["model.backbone.weights=null", *args.overrides])
-    os.makedirs(args.output, exist_ok=True)
     records = []
     for path in files:
         image = read_image(path)
