@@ -1,0 +1,296 @@
+"""Classification data: ImageFolder trees and the built-in synthetic shapes, read with OpenCV.
+
+An ImageFolder tree is torchvision's (and ImageNet's) layout, ``root/CLASS/image.JPEG``: one folder
+per class, classes sorted by name, labels their positions. Problems a user can fix are found before
+training starts (missing root, no class folders, an empty class folder); a file that cannot be
+decoded is found when it is read, and either stops the run with a :class:`engine.data.DataError`
+naming it or, with ``data.skip_bad``, is skipped and counted (the dataset returns ``None``).
+
+Samples are ``(image, label)`` with ``image`` an RGB float tensor in [0, 1], [3, H, W] (or what the
+evaluation view makes of it, see :mod:`backbones.cls_transforms`); normalisation for the weights is
+applied later, in one place (:meth:`backbones.cls_task.ClassificationTask.normalize`).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.config import ConfigError
+from engine.data import DataError
+
+__all__ = ["IMG_EXTENSIONS", "decode_image", "read_image", "scan_image_folder", "ImageFolder",
+           "draw_shape_image", "SyntheticShapes", "ConcatClassification",
+           "build_classification_set"]
+
+# torchvision's ImageFolder extensions, plus webp/jp2/... that OpenCV decodes.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
+                  ".pnm", ".gif")
+
+# IMREAD_COLOR turns grayscale into 3 channels, drops alpha (as PIL's convert("RGB") in torchvision's
+# ImageFolder), converts CMYK JPEGs and applies the EXIF orientation; IMREAD_ANYDEPTH keeps 16-bit data
+# 16-bit so that we scale it to 8 bits ourselves instead of OpenCV's truncation of the low byte.
+_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+
+
+def decode_image(data: bytes, path: str = "<bytes>") -> np.ndarray:
+    """Encoded bytes -> RGB ``uint8`` [H, W, 3]; anything else raises DataError naming ``path``."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, _IMREAD_FLAGS) if buf.size else None
+    if image is None:
+        what = "an empty file" if not buf.size else "not an image OpenCV can decode (corrupt, truncated or " \
+                                                    "another kind of file with an image name)"
+        raise DataError(f"{path}: {what}; replace or delete the file, or set data.skip_bad=true to skip "
+                        f"unreadable images")
+    if image.ndim == 2:  # defensive: a decoder that ignores IMREAD_COLOR
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif image.dtype == np.float32:  # e.g. 32-bit TIFF / EXR, assumed in [0, 1]
+        image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported pixel type {image.dtype}; convert the image to 8-bit RGB")
+    if image.shape[2] == 4:  # defensive, as above
+        image = image[:, :, :3]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file to RGB ``uint8`` [H, W, 3]; missing or unreadable files raise DataError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (was it moved or deleted after the dataset was "
+                        "scanned?)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror}); check its permissions") from None
+    return decode_image(data, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# ImageFolder
+# --------------------------------------------------------------------------------------------------
+
+
+def scan_image_folder(root: str, key: str = "root", skip_bad: bool = False) -> Tuple[List[str], List[str], List[int]]:
+    """``(class names, file paths, labels)`` of ``root/CLASS/*``, classes and files sorted.
+
+    Raises DataError (naming ``key``, the config entry) when the root is missing, has no class
+    folders, or a class folder holds no image (with ``skip_bad`` an empty class only warns: it keeps
+    its label so that labels stay those of the folder list). Files without an image extension are
+    ignored and counted in a warning; hidden files are ignored.
+    """
+    if not os.path.isdir(root):
+        what = "is a file, not a directory" if os.path.exists(root) else "directory not found"
+        raise DataError(f"{key}: {root}: {what}; expected an ImageFolder tree root/CLASS/image.jpg")
+    entries = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
+    classes = [e.name for e in entries if e.is_dir()]
+    if not classes:
+        loose = [e.name for e in entries if e.is_file()]
+        hint = f" (it holds {len(loose)} loose files, e.g. {loose[0]}: move each image into a folder named " \
+               "after its class, e.g. with ImageNet's valprep.sh for the validation set)" if loose else ""
+        raise DataError(f"{key}: {root}: no class folders{hint}; expected root/CLASS/image.jpg")
+    paths: List[str] = []
+    labels: List[int] = []
+    ignored: List[str] = []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        files = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                if f.startswith("."):
+                    continue
+                (files if f.lower().endswith(IMG_EXTENSIONS) else ignored).append(os.path.join(dirpath, f))
+        if not files:
+            message = (f"{key}: class folder {folder} holds no images (extensions "
+                       f"{', '.join(IMG_EXTENSIONS[:5])}, ...); add images or remove the folder")
+            if not skip_bad:
+                raise DataError(message)
+            warnings.warn(message + "; the class keeps its label (data.skip_bad)")
+        paths += files
+        labels += [label] * len(files)
+    if ignored:
+        warnings.warn(f"{key}: ignored {len(ignored)} files without an image extension, e.g. {ignored[0]}")
+    return classes, paths, labels
+
+
+class ImageFolder(Dataset):
+    """``root/CLASS/image`` decoded with OpenCV.
+
+    ``transform(image_uint8_rgb, sample_seed) -> tensor``; items are ``index`` (evaluation) or
+    ``(index, sample_seed)`` (training, as the engine's sampler gives them). Paths are kept in a
+    numpy array rather than a list of str: loader workers then share the pages instead of copying
+    them as Python reference counts change (a known memory blow-up with millions of files).
+    """
+
+    def __init__(self, root: str, transform: Optional[Callable] = None, key: str = "root", skip_bad: bool = False):
+        self.root = root
+        self.classes, paths, labels = scan_image_folder(root, key, skip_bad)
+        self.paths = np.array(paths)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.transform = transform
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Optional[np.ndarray]:
+        """The decoded image, or None when it is unreadable and ``skip_bad`` (a warning names it)."""
+        path = str(self.paths[index])
+        try:
+            return read_image(path)
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            warnings.warn(f"skipped: {e}")
+            return None
+
+    def __getitem__(self, item):
+        index, sample_seed = item if isinstance(item, tuple) else (item, 0)
+        image = self.load(index)
+        if image is None:
+            return None
+        label = int(self.labels[index])
+        return (self.transform(image, sample_seed) if self.transform else image), label
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic shapes
+# --------------------------------------------------------------------------------------------------
+
+
+def draw_shape_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One ``kind`` shape of random size (50-90% of the side), position, angle and colour on a random
+    textured background, RGB ``uint8`` [size, size, 3] (the primitives of :mod:`backbones.shapes`)."""
+    from . import shapes
+
+    extent = float(rng.uniform(0.5, 0.9) * size)
+    center = (float(rng.uniform(extent / 2, size - extent / 2)), float(rng.uniform(extent / 2, size - extent / 2)))
+    angle = float(rng.uniform(0.0, 360.0))
+    image = shapes.random_background(rng, size, size)
+    shapes.draw_shape(image, kind, center, extent, shapes.random_color(rng), angle)
+    return image
+
+
+class SyntheticShapes(Dataset):
+    """One shape per image on a textured background; the class is the kind of shape.
+
+    Image ``i`` is drawn from ``(seed, i)`` alone when it is first read, so the set is the same in
+    every process and after a resume; labels cycle through the classes (balanced). With ``cache``
+    each process keeps the images it drew (``num_images * image_size**2 * 3`` bytes at most), which
+    pays off from the second epoch on.
+    """
+
+    def __init__(self, num_images: int, image_size: int = 64, num_classes: int = 0, seed: int = 0,
+                 transform: Optional[Callable] = None, cache: bool = False):
+        from . import shapes
+
+        kinds = list(shapes.SHAPE_KINDS)
+        if num_classes > len(kinds):
+            raise ValueError(f"num_classes: at most {len(kinds)} shape kinds ({', '.join(kinds)}), got {num_classes}")
+        if num_images < 1 or image_size < 16:
+            raise ValueError(f"num_images, image_size: need at least 1 image of at least 16 pixels, got "
+                             f"{num_images} of {image_size}")
+        self.classes = kinds[:num_classes] if num_classes else kinds
+        self.num_images, self.image_size, self.seed = num_images, image_size, seed
+        self.labels = np.arange(num_images, dtype=np.int64) % len(self.classes)
+        self.transform = transform
+        self.cache = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def load(self, index: int) -> np.ndarray:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        rng = np.random.default_rng([self.seed, index])
+        image = draw_shape_image(self.classes[int(self.labels[index])], self.image_size, rng)
+        if self.cache is not None:
+            self.cache[index] = image
+        return image
+
+    def __getitem__(self, item):
+        index, sample_seed = item if isinstance(item, tuple) else (item, 0)
+        image = self.load(index)
+        label = int(self.labels[index])
+        return (self.transform(image, sample_seed) if self.transform else image), label
+
+
+# --------------------------------------------------------------------------------------------------
+# Several datasets as one
+# --------------------------------------------------------------------------------------------------
+
+
+class ConcatClassification(Dataset):
+    """Datasets joined end to end, each one's labels mapped into a common class list by name.
+
+    ``classes`` is the sorted union of every dataset's classes (for the training sets), or given
+    (validation sets are mapped into the training classes; a class unknown to training is an error).
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], keys: Sequence[str], classes: Optional[List[str]] = None):
+        if classes is None:
+            classes = sorted({c for d in datasets for c in d.classes}) if len(datasets) > 1 else list(datasets[0].classes)
+        index = {c: i for i, c in enumerate(classes)}
+        self.classes = list(classes)
+        self.datasets = list(datasets)
+        self.maps = []
+        for d, key in zip(datasets, keys):
+            unknown = [c for c in d.classes if c not in index]
+            if unknown:
+                shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+                raise DataError(f"{key}: classes {unknown[:5]} are not among the {len(classes)} training classes "
+                                f"({shown}); the class folder names must match")
+            self.maps.append(np.array([index[c] for c in d.classes], dtype=np.int64))
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> Tuple[int, int]:
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return k, index - int(self.offsets[k])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([m[d.labels] for d, m in zip(self.datasets, self.maps)])
+
+    def __getitem__(self, item):
+        index, sample_seed = item if isinstance(item, tuple) else (item, None)
+        k, local = self.locate(index)
+        sample = self.datasets[k][(local, sample_seed) if sample_seed is not None else local]
+        if sample is None:
+            return None
+        image, label = sample
+        return image, int(self.maps[k][label])
+
+
+def build_classification_set(entries: Sequence, transform: Optional[Callable], key: str, skip_bad: bool = False,
+                             classes: Optional[List[str]] = None) -> ConcatClassification:
+    """The datasets of ``data.train`` or ``data.val`` (``key`` names the entry in messages) as one.
+
+    ``entries`` are :class:`~backbones.cls_config.ClsDatasetConfig`; ``classes``: map into these
+    (validation into the training classes), else the union of the entries' classes.
+    """
+    datasets, keys = [], []
+    for i, entry in enumerate(entries):
+        k = f"{key}[{i}]"
+        if entry.synthetic is not None:
+            s = entry.synthetic
+            try:
+                datasets.append(SyntheticShapes(s.num_images, s.image_size, s.num_classes, s.seed, transform, s.cache))
+            except ValueError as e:
+                raise ConfigError(f"{k}.synthetic.{e}") from None
+        else:
+            datasets.append(ImageFolder(entry.root, transform, key=f"{k}.root", skip_bad=skip_bad))
+        keys.append(k)
+    if not datasets:
+        raise DataError(f"{key}: no datasets; give a list of {{root: DIR}} or {{synthetic: {{...}}}}")
+    return ConcatClassification(datasets, keys, classes)
