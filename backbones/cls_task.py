@@ -1,0 +1,277 @@
+"""Image classification as an engine task: pretraining on ImageFolder / ImageNet and fine-tuning.
+
+``ClassificationTask(cfg)`` follows :class:`engine.task.Task`; ``tools/train_cls.py`` hands it to
+the :class:`engine.trainer.Trainer`. Datasets are scanned when the task is built, so a missing root
+or an empty class folder stops the run before any training.
+
+Fine-tuning is configuration: ``model.backbone.weights`` (ImageNet weights of any format, or a
+checkpoint made by ``tools/transfer.py`` or by this task) loads everything that fits; a head whose
+shape does not fit ``model.num_classes`` (or no head at all) starts new; ``model.backbone.freeze_at``
+freezes the stem and early stages; ``model.backbone.lr_mult`` lowers the backbone's learning rate
+and ``model.head_lr_mult`` sets the head's.
+
+Mixup / cutmix go through ``timm.data.Mixup``, which draws its mixing factors from the global
+``np.random`` of the training process. That stays reproducible: the trainer seeds the global RNGs
+and saves / restores them in every checkpoint, so a resumed run draws the same factors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.checkpoint import load_checkpoint
+from engine.config import ConfigError
+from engine.data import build_inference_loader
+from engine.dist import get_world_size, is_main_process
+from engine.sampler import gather_in_order
+
+from .build import backbone_options, build_classifier_from_config
+from .cls_data import build_classification_set
+from .cls_eval import center_scores, multiscale_scores, ten_crop_scores, topk_correct
+from .cls_transforms import build_eval_transform, build_train_transform
+from .input_norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
+from .weights import load_weights
+
+__all__ = ["ClassificationTask", "DropoutLinear", "classifier_head_name", "collate_train", "collate_eval"]
+
+
+class DropoutLinear(nn.Linear):
+    """``nn.Linear`` with dropout on its input: adds ``model.drop_rate`` without changing the
+    parameter names (``fc.weight``, ``fc.bias``), so checkpoints stay torchvision's."""
+
+    def __init__(self, in_features: int, out_features: int, drop_rate: float = 0.0, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.drop_rate = drop_rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.dropout(x, self.drop_rate, self.training))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", drop_rate={self.drop_rate}"
+
+
+def classifier_head_name(model: nn.Module) -> str:
+    """The module name of the final linear classifier: ``fc`` for ours, timm's own name otherwise."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
+    for name, module in model.named_modules():
+        if module is head and name:
+            return name
+    raise ValueError(f"cannot find the classifier head of {type(model).__name__}")
+
+
+def collate_train(samples: list) -> dict:
+    return {"images": torch.stack([s[0] for s in samples]), "labels": torch.tensor([s[1] for s in samples])}
+
+
+def collate_eval(samples: list) -> dict:
+    """Unreadable images skipped by the dataset (None) are dropped and counted."""
+    kept = [s for s in samples if s is not None]
+    images = [s[0] for s in kept]
+    if images and isinstance(images[0], Tensor):
+        images = torch.stack(images)
+    return {"images": images, "labels": torch.tensor([s[1] for s in kept], dtype=torch.long),
+            "skipped": len(samples) - len(kept)}
+
+
+class ClassificationTask:
+    primary_metric = "top1"
+
+    def __init__(self, cfg, training: bool = True):
+        self.cfg = cfg
+        data = cfg.data
+        self.train_set = None
+        if data.train and (training or not data.val):
+            self.train_set = build_classification_set(data.train, build_train_transform(data), "data.train",
+                                                      data.skip_bad)
+        classes = self.train_set.classes if self.train_set is not None else None
+        self.val_set = None
+        if data.val:
+            self.val_set = build_classification_set(data.val, build_eval_transform(data, cfg.test), "data.val",
+                                                    data.skip_bad, classes)
+        if self.train_set is None and self.val_set is None:
+            raise ConfigError("data.val: nothing to evaluate; give data.val (and data.train to train)")
+        self.classes: List[str] = list((self.train_set or self.val_set).classes)
+        if len(self.classes) != cfg.model.num_classes:
+            raise ConfigError(f"model.num_classes: {cfg.model.num_classes}, but the data has {len(self.classes)} "
+                              f"classes ({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''}); "
+                              f"set model.num_classes={len(self.classes)}")
+        self.num_train_samples = len(self.train_set) if self.train_set is not None else 0
+        self.input_norm = dict(TORCHVISION_INPUT_NORM)
+        self.load_report = None
+        self.mixup = None
+        if data.mixup > 0 or data.cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=data.mixup, cutmix_alpha=data.cutmix,
+                               label_smoothing=data.label_smoothing, num_classes=cfg.model.num_classes)
+
+    # ------------------------------------------------------------------------------------- model
+
+    def build_model(self) -> nn.Module:
+        mcfg = self.cfg.model
+        bcfg = mcfg.backbone
+        try:
+            model = build_classifier_from_config(dataclasses.replace(bcfg, weights=None), mcfg.num_classes)
+        except ValueError as e:
+            raise ConfigError(f"model.backbone: {e}") from None
+        self.head_name = classifier_head_name(model)
+        if bcfg.weights:
+            self._load_pretrained(model, bcfg.weights, bcfg.weights_format)
+        self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
+        if mcfg.drop_rate > 0:
+            self._add_dropout(model, mcfg.drop_rate)
+        return model
+
+    def _load_pretrained(self, model: nn.Module, path: str, fmt: str) -> None:
+        """Load what fits; a head of another shape (or none in the file) starts new. Anything else
+        that does not fit is an error: training on half-random weights would be a silent failure."""
+        head = self.head_name + "."
+        try:
+            report = load_weights(model, path, format=fmt, strict_shapes=False)
+        except ValueError as e:
+            raise ConfigError(f"model.backbone.weights: {e}") from None
+        bad = [f"{k} {a} vs {b}" for k, a, b in report.mismatched if not k.startswith(head)]
+        missing = [k for k in report.missing if not k.startswith(head)]
+        if bad or missing:
+            raise ConfigError(f"model.backbone.weights: {path} does not fit {self.cfg.model.backbone.name}: "
+                              f"{len(missing)} missing tensors (e.g. {missing[:3]}), {len(bad)} of another shape "
+                              f"(e.g. {bad[:3]}); check model.backbone.name and its options (stride_in_1x1, "
+                              "shortcut, ...)")
+        new_head = any(k.startswith(head) for k in report.missing) or any(k.startswith(head) for k, _, _ in report.mismatched)
+        if is_main_process():
+            print(f"loaded {path}:\n{report}", flush=True)
+            if new_head:
+                print(f"new classifier head '{self.head_name}' for {self.cfg.model.num_classes} classes", flush=True)
+        self.load_report = report
+
+    def _add_dropout(self, model: nn.Module, rate: float) -> None:
+        parent_name, _, child = self.head_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+        if not isinstance(old, nn.Linear):
+            raise ConfigError(f"model.drop_rate: the head '{self.head_name}' is a {type(old).__name__}, not a linear layer")
+        new = DropoutLinear(old.in_features, old.out_features, rate, bias=old.bias is not None)
+        new.load_state_dict(old.state_dict())
+        new.weight.requires_grad_(old.weight.requires_grad)
+        setattr(parent, child, new)
+
+    def param_lr_mults(self, model: nn.Module) -> Dict[str, float]:
+        m = self.cfg.model
+        return {"": m.backbone.lr_mult, self.head_name: m.head_lr_mult}
+
+    def load_weights(self, model: nn.Module, path: Optional[str]) -> None:
+        """``--eval-only``: a classifier checkpoint of this task (EMA weights when ``solver.ema``)
+        or any weights file whose tensors all fit (torchvision, timm, ...)."""
+        path = path or self.cfg.model.weights or os.path.join(self.cfg.output_dir, "model_final.pth")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights file not found: {path}: set model.weights to a model_final.pth / "
+                                    "model_best.pth of a classification run")
+        source = path
+        if not path.endswith((".pkl", ".safetensors")):
+            state = load_checkpoint(path)
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                key = "model_ema" if self.cfg.solver.ema and "model_ema" in state else "model"
+                source = {"model": state[key], "meta": state.get("meta") or {}}
+        report = load_weights(model, source, strict_shapes=True)
+        if report.missing or report.unexpected:
+            raise ValueError(f"{path}: does not fit the model: missing {report.missing[:3]}, "
+                             f"unexpected {report.unexpected[:3]}")
+        self.input_norm = check_input_norm(getattr(model, "input_norm", self.input_norm))
+
+    # -------------------------------------------------------------------------------------- data
+
+    def train_dataset(self):
+        if self.train_set is None:
+            raise ConfigError("data.train: no training data; give data.train or use --eval-only")
+        return self.train_set
+
+    def collate(self, samples: list) -> dict:
+        return collate_train(samples)
+
+    def group_ids(self):
+        return None
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """RGB [0, 1] batches -> network input for the weights' normalisation (the one place it happens)."""
+        return normalize_image(images, self.input_norm)
+
+    # ---------------------------------------------------------------------------------- training
+
+    def training_step(self, model: nn.Module, batch: dict) -> Dict[str, Tensor]:
+        images, labels = self.normalize(batch["images"]), batch["labels"]
+        if self.mixup is not None:
+            images, targets = self._mix(images, labels)
+            logits = model(images)
+            loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()  # timm's SoftTargetCrossEntropy
+        else:
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.data.label_smoothing)
+        return {"loss_cls": loss}
+
+    def _mix(self, images: Tensor, labels: Tensor):
+        # timm's Mixup pairs the batch with its reverse and needs an even batch; a batch made odd by a
+        # skipped image mixes all but its last sample, which keeps its (smoothed) one-hot target.
+        n = images.shape[0]
+        if n % 2 == 0:
+            return self.mixup(images, labels)
+        from timm.data.mixup import mixup_target
+
+        mixed, targets = self.mixup(images[:-1].clone(), labels[:-1])
+        last = mixup_target(labels[-1:], self.cfg.model.num_classes, 1.0, self.cfg.data.label_smoothing)
+        return torch.cat([mixed, images[-1:]]), torch.cat([targets, last.to(targets)])
+
+    # -------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self, model: nn.Module) -> dict:
+        if self.val_set is None:
+            return {}
+        test = self.cfg.test
+        device = next(model.parameters()).device
+        per_rank = max(1, test.ims_per_batch // get_world_size())
+        loader = build_inference_loader(self.val_set, per_rank, collate_eval, self.cfg.data.num_workers)
+        local: List[tuple] = []
+        skipped = 0
+        for batch in loader:
+            skipped += batch["skipped"]
+            labels = batch["labels"]
+            if not len(labels):
+                continue
+            images = batch["images"]
+            if test.multiscale:
+                scores = multiscale_scores(model, [[x.to(device) for x in s] for s in images], self.normalize)
+            elif test.ten_crop:
+                scores = ten_crop_scores(model, images.to(device), self.normalize)
+            else:
+                scores = center_scores(model, images.to(device), self.normalize)
+            hits = topk_correct(scores.float().cpu(), labels, (1, 5))
+            local += list(zip(hits[1].tolist(), hits[5].tolist()))
+        parts = gather_in_order([{"hits": local, "skipped": skipped}])
+        if not is_main_process():
+            return {}
+        hits = [h for part in parts for h in part["hits"]]
+        skipped = sum(part["skipped"] for part in parts)
+        if not hits:
+            warnings.warn("evaluation: no readable validation image")
+            return {"num_images": 0, "skipped": skipped}
+        results = {"top1": 100.0 * sum(h1 for h1, _ in hits) / len(hits),
+                   "top5": 100.0 * sum(h5 for _, h5 in hits) / len(hits),
+                   "num_images": len(hits),
+                   "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"}
+        if skipped:
+            results["skipped"] = skipped
+        return results
+
+    def checkpoint_meta(self) -> dict:
+        bcfg = self.cfg.model.backbone
+        options = backbone_options(bcfg)
+        options.pop("out_features")
+        return {"task": "classification", "input_norm": dict(self.input_norm), "class_names": list(self.classes),
+                "num_classes": self.cfg.model.num_classes,
+                "backbone": {"name": bcfg.name, "options": options},
+                "eval": {"resize_size": self.cfg.data.resize_size, "crop_size": self.cfg.data.crop_size}}
