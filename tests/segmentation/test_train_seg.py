@@ -3,10 +3,12 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint
+from segmentation import CocoSemanticSegmentation, SemanticPredictor
 from seg_testutils import REPO, shapes, write_config
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -49,6 +51,17 @@ def test_short_run_then_eval_only(tmp_path, restore_torch_state):
                             "model.aux_loss=false"])
     assert again["sem_seg"] == results["sem_seg"]
     assert os.path.isfile(out / "results_eval.json")
+
+    # the predictor gives the evaluation's label maps (no resize in this config)
+    predictor = SemanticPredictor(config, str(out / "model_final.pth"), device="cpu", overrides=["model.aux_loss=false"])
+    assert predictor.class_names[1] == "circle"
+    val = CocoSemanticSegmentation(*data["val"], categories="all")
+    image = val.read_pair(0)[0]
+    labels = predictor(image)
+    assert labels.shape == image.shape[:2] and labels.dtype == np.int64
+    with torch.no_grad():
+        direct = predictor.model(torch.from_numpy(image.transpose(2, 0, 1).copy())[None])["out"].argmax(1)[0]
+    assert np.array_equal(labels, direct.numpy())
 
 
 def test_bad_config_exits_2(tmp_path, capsys):
