@@ -149,7 +149,7 @@ class ImageFolder(Dataset):
         except DataError as e:
             if not self.skip_bad:
                 raise
-            warnings.warn(f"skipped: {e}")
+            warnings.warn(f"data.skip_bad: skipped {str(e).split('; ')[0]}")
             return None
 
     def __getitem__(self, item):

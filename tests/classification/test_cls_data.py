@@ -119,7 +119,8 @@ def test_skip_bad_counts_the_skipped_files(image_folder):
         warnings.simplefilter("always")
         samples = [ds[(i, i)] for i in range(len(ds))]
     assert sum(s is None for s in samples) == 3
-    assert sorted(str(w.message).split(": ")[1] for w in caught) == sorted(os.path.join(root, r) for r in _bad_files(root))
+    assert sorted(str(w.message).split(": ")[1] for w in caught) == \
+        sorted(f"skipped {os.path.join(root, r)}" for r in _bad_files(root))
     batch, skipped = SkippingCollate(lambda s: len(s))(samples)
     assert (batch, skipped) == (len(images), 3)
 
