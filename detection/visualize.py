@@ -9,6 +9,8 @@ import numpy as np
 
 def instance_colors(n: int, seed: int = 0) -> np.ndarray:
     """``n`` well-separated RGB colours (golden-ratio hues), the same for the same ``n``."""
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int32)
     hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], axis=1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.int32)
