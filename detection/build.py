@@ -93,8 +93,8 @@ def _build_fpn(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
     mask_parts = (None, None, None)
     if cfg.mask:
         mask_parts = (MultiScaleRoIAlign(pooled, h.mask_pooler_resolution, h.sampling_ratio),
-                      MaskRCNNHeads(cfg.fpn_channels, [256, 256, 256, 256], 1),
-                      MaskRCNNPredictor(256, 256, cfg.num_classes + 1))
+                      MaskRCNNHeads(cfg.fpn_channels, [h.mask_head_dim] * h.mask_head_convs, 1),
+                      MaskRCNNPredictor(h.mask_head_dim, h.mask_head_dim, cfg.num_classes + 1))
     return backbone, rpn, _roi_heads(cfg, box_pool, box_head, box_predictor, mask_parts)
 
 

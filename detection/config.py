@@ -29,6 +29,8 @@ class RoIHeadsConfig:
     pooler_resolution: int = 7  # FPN 7; C4 14 (res5 then halves it to 7)
     sampling_ratio: int = 2
     mask_pooler_resolution: int = 14
+    mask_head_convs: int = 4  # FPN mask head: 3x3 convolutions before the deconvolution
+    mask_head_dim: int = 256  # their channels
     fc_dim: int = 1024  # FPN two-fc head
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
@@ -56,6 +58,8 @@ class DetModelConfig:
         choice(prefix + "roi_heads.pooler", self.roi_heads.pooler, ["align", "pool"])
         if self.num_classes < 1:
             raise ConfigError(f"{prefix}num_classes: must be at least 1, got {self.num_classes}")
+        if self.roi_heads.mask_head_convs < 1 or self.roi_heads.mask_head_dim < 1:
+            raise ConfigError(f"{prefix}roi_heads.mask_head_convs / mask_head_dim: must be at least 1")
 
 
 @dataclass
