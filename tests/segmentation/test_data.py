@@ -126,7 +126,8 @@ def test_missing_image_is_a_data_error_naming_it(tmp_path):
     ds = CocoSemanticSegmentation(json_path, images, "voc")
     with pytest.raises(DataError, match="3.png"):
         ds[3]
-    assert CocoSemanticSegmentation(json_path, images, "voc", skip_bad=True)[3] is None
+    with pytest.warns(UserWarning, match="skipping.*3.png"):
+        assert CocoSemanticSegmentation(json_path, images, "voc", skip_bad=True)[3] is None
 
 
 def save_png(path, array, palette=False):
