@@ -14,6 +14,7 @@ setup(
         "faster-coco-eval>=1.6",
         "albumentations>=2.0",
         "opencv-python-headless>=4.8",
+        "pillow>=9.0",  # palette PNG label maps (OpenCV turns palettes into colours)
         "omegaconf>=2.3",
         "pyyaml>=6.0",
         "safetensors>=0.4",

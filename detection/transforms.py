@@ -51,7 +51,9 @@ class ResizeShortestEdge(A.DualTransform):
         return cv2.resize(img, (output_hw[1], output_hw[0]), interpolation=self.interpolation)
 
     def apply_to_mask(self, mask: np.ndarray, output_hw: Tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
-        return cv2.resize(mask, (output_hw[1], output_hw[0]), interpolation=cv2.INTER_NEAREST)
+        # INTER_NEAREST_EXACT samples pixel centres (as PIL and torchvision do); plain INTER_NEAREST
+        # shifts masks by up to half a pixel against the bilinearly resized image.
+        return cv2.resize(mask, (output_hw[1], output_hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
         return bboxes  # albumentations keeps boxes in normalised [0, 1] coordinates: unchanged by a resize

@@ -27,11 +27,8 @@ __all__ = ["SegmentationTransform", "ResizeShortSide", "build_train_transform", 
            "collate_train", "collate_eval"]
 
 
-class ResizeShortSide(ResizeShortestEdge):
-    """detection's exact short-side resize, with pixel-centre nearest-neighbour for label maps."""
-
-    def apply_to_mask(self, mask: np.ndarray, output_hw: Tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
-        return cv2.resize(mask, (output_hw[1], output_hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+# detection's exact short-side resize (label maps resized with pixel-centre nearest neighbour).
+ResizeShortSide = ResizeShortestEdge
 
 
 class SegmentationTransform:
