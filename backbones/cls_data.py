@@ -18,7 +18,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from engine.config import ConfigError

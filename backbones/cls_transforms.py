@@ -20,7 +20,7 @@ image with its shorter side at each size: a list of [3, h, w]).
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Sequence
 
 import albumentations as A
 import cv2
