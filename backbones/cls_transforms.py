@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from engine.sampler import derive_seed
+from engine.sampler import seed_compose
 
 __all__ = ["IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "pca_lighting", "PCALighting", "TimmRandAugment",
            "seed_compose", "AlbumentationsTransform", "TenCrop", "MultiScale", "build_train_transform",
@@ -126,18 +126,6 @@ class TimmRandAugment(A.ImageOnlyTransform):
 
     def get_transform_init_args_names(self):
         return ("config",)
-
-
-def seed_compose(compose: A.Compose, seed: int) -> None:
-    """Seed ``compose`` and give each of its transforms a generator of its own.
-
-    ``Compose.set_random_seed(seed)`` hands every child transform the *same* seed, so their first
-    draws are equal: two p=0.5 transforms would always fire together (a flip would always come with
-    a given crop position). Each child is therefore reseeded with ``derive_seed(seed, position)``.
-    """
-    compose.set_random_seed(seed)
-    for k, transform in enumerate(compose.transforms):
-        transform.set_random_seed(derive_seed(seed, k))
 
 
 class AlbumentationsTransform:

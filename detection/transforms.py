@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from engine.sampler import seed_compose
+
 
 class ResizeShortestEdge(A.DualTransform):
     """detectron2's ``ResizeShortestEdge`` as an albumentations step.
@@ -82,7 +84,7 @@ class DetectionTransform:
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                  masks: Optional[np.ndarray] = None, seed: Optional[int] = None) -> dict:
         if seed is not None:
-            self.pipeline.set_random_seed(seed)
+            seed_compose(self.pipeline, seed)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         indices = np.arange(len(boxes))
         inputs = {"image": image, "bboxes": boxes, "labels": np.asarray(labels), "indices": indices}

@@ -45,6 +45,19 @@ def derive_seed(*parts: int) -> int:
     return h >> 1
 
 
+def seed_compose(compose, seed: int) -> None:
+    """Seed an albumentations ``Compose`` and give each of its transforms a generator of its own.
+
+    ``Compose.set_random_seed(seed)`` hands every child transform the *same* seed, so their first
+    draws are equal: two p=0.5 transforms would always fire together (a flip would always come with
+    a given crop position or scale). Each child is therefore reseeded with ``derive_seed(seed, position)``.
+    Used by every task's per-sample augmentation.
+    """
+    compose.set_random_seed(seed)
+    for k, transform in enumerate(compose.transforms):
+        transform.set_random_seed(derive_seed(seed, k))
+
+
 class TrainBatchSampler(Sampler[List[Sample]]):
     """Endless batch sampler for ``DataLoader(batch_sampler=...)``; yields this rank's micro-batches.
 

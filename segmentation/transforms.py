@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from detection.transforms import ResizeShortestEdge
+from engine.sampler import seed_compose
 
 __all__ = ["SegmentationTransform", "ResizeShortSide", "build_train_transform", "build_eval_transform",
            "collate_train", "collate_eval"]
@@ -40,7 +41,7 @@ class SegmentationTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, seed: Optional[int] = None):
         if seed is not None:
-            self.pipeline.set_random_seed(seed)
+            seed_compose(self.pipeline, seed)
         out = self.pipeline(image=image, mask=np.asarray(label, dtype=np.int32))
         return out["image"], out["mask"]
 

@@ -115,3 +115,17 @@ def test_collate_keeps_images_unpadded():
     images, targets = collate_detection(samples)
     assert [tuple(i.shape) for i in images] == [(3, 10, 20), (3, 30, 5)]
     assert [t["image_id"] for t in targets] == [1, 2]
+
+
+def test_random_transforms_are_drawn_independently():
+    # Compose.set_random_seed hands every transform the same seed: a p=0.5 flip and a p=0.5
+    # brightness change would then always fire together. Each must be drawn on its own.
+    image, boxes, labels, masks = scene()
+    transform = build_train_transform(min_sizes=(90,), max_size=1000, flip_prob=0.5, brightness_contrast=0.3)
+    counts = {}
+    for seed in range(200):
+        out = transform(image, boxes, labels, masks, seed=seed)
+        flipped = bool(out["boxes"][0, 0] > out["image"].shape[1] / 2)  # the first box starts left
+        changed = bool(out["image"][0, 70].tolist() != [128, 128, 128])  # background in both flips
+        counts[flipped, changed] = counts.get((flipped, changed), 0) + 1
+    assert len(counts) == 4 and min(counts.values()) > 25, counts
