@@ -287,6 +287,8 @@ def _convert(tp, value, key: str):
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: `amp: off` means "off"
+            return "on" if value else "off"
     raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {value!r}")
 
 

@@ -115,6 +115,11 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.model.backbone.stride_in_1x1 is True and cfg.seed == 7 and cfg.model.num_classes == 10
     assert isinstance(cfg.model.backbone, BackboneConfig)
 
+    # YAML 1.1 reads `off` as a boolean: a string option still gets the word the user typed
+    assert load_config(TinyConfig, child, ["solver.amp=off"]).solver.amp == "off"
+    with pytest.raises(ConfigError, match="solver.amp"):
+        load_config(TinyConfig, child, ["solver.amp=on"])  # and "on" is not an amp mode
+
     # the resolved config saved with a run loads back to the same thing
     save_config(cfg, str(tmp_path / "run" / "config.yaml"))
     assert load_config(TinyConfig, str(tmp_path / "run" / "config.yaml")) == cfg
