@@ -6,7 +6,7 @@
 2. tools/train_cls.py      pretrain a ResNet-18 on shape classification
 3. tools/transfer.py       turn the classifier into backbone weights
 4. tools/train_det.py      Mask R-CNN (R18-FPN) from those weights: box AP and mask AP
-5. tools/train_seg.py      a semantic FPN head from the same weights: mIoU
+5. tools/train_seg.py      a semantic FPN head from the Mask R-CNN's backbone and FPN: mIoU
 6. tools/predict.py        draw predictions on validation images
 
 Each stage is the command a user would type, printed before it runs. The numbers land in
@@ -103,7 +103,7 @@ def main():
     seg_data = [f"data.train.0.coco.json={data}/train.json", f"data.train.0.coco.images={data}/train",
                 f"data.val.0.coco.json={data}/val.json", f"data.val.0.coco.images={data}/val"]
     run("train semantic FPN", [PY, "tools/train_seg.py", "--config", "configs/demo/shapes_semantic.yaml",
-                               f"output_dir={out}/semantic", f"model.backbone.weights={backbone}",
+                               f"output_dir={out}/semantic", f"model.weights={out}/mask_rcnn/model_final.pth",
                                *seg_data, *quick.get("seg", [])], timings)
     samples = os.path.join(out, "samples")
     os.makedirs(samples)

@@ -1,0 +1,27 @@
+"""`make demo` end to end in its quick form: every stage's command runs and the report is complete."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_quick_runs_every_stage_and_writes_the_report(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "tools/demo.py", "--quick", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"report: {out / 'report.md'}" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    for section, key in [("classification", "top1"), ("bbox", "AP"), ("segm", "AP"), ("sem_seg", "mIoU")]:
+        assert isinstance(results[section][key], (int, float)), (section, results[section])
+    assert set(results["seconds"]) >= {"make data", "pretrain classifier", "transfer", "train Mask R-CNN",
+                                       "train semantic FPN", "predict", "total"}
+    report = (out / "report.md").read_text()
+    pictures = sorted(p for p in os.listdir(out / "predictions") if p.endswith(".png"))
+    assert len(pictures) == 6 and all(f"predictions/{p}" in report for p in pictures)
+    assert "## bbox AP" in report and "## segm AP" in report and "semantic mIoU" in report
+    # the semantic stage started from the Mask R-CNN checkpoint
+    config = (out / "semantic" / "config.yaml").read_text()
+    assert str(out / "mask_rcnn" / "model_final.pth") in config
