@@ -16,11 +16,11 @@ import os
 import warnings
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from engine.config import ConfigError
+from engine import image_io
 from engine.data import DataError
 
 __all__ = ["IMG_EXTENSIONS", "decode_image", "read_image", "scan_image_folder", "ImageFolder",
@@ -31,45 +31,18 @@ __all__ = ["IMG_EXTENSIONS", "decode_image", "read_image", "scan_image_folder", 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
                   ".pnm", ".gif")
 
-# IMREAD_COLOR turns grayscale into 3 channels, drops alpha (as PIL's convert("RGB") in torchvision's
-# ImageFolder), converts CMYK JPEGs and applies the EXIF orientation; IMREAD_ANYDEPTH keeps 16-bit data
-# 16-bit so that we scale it to 8 bits ourselves instead of OpenCV's truncation of the low byte.
-_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+_REMEDY = "replace or delete the file, or set data.skip_bad=true to skip unreadable images"
 
 
 def decode_image(data: bytes, path: str = "<bytes>") -> np.ndarray:
     """Encoded bytes -> RGB ``uint8`` [H, W, 3]; anything else raises DataError naming ``path``."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, _IMREAD_FLAGS) if buf.size else None
-    if image is None:
-        what = "an empty file" if not buf.size else "not an image OpenCV can decode (corrupt, truncated or " \
-                                                    "another kind of file with an image name)"
-        raise DataError(f"{path}: {what}; replace or delete the file, or set data.skip_bad=true to skip "
-                        f"unreadable images")
-    if image.ndim == 2:  # defensive: a decoder that ignores IMREAD_COLOR
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
-    elif image.dtype == np.float32:  # e.g. 32-bit TIFF / EXR, assumed in [0, 1]
-        image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise DataError(f"{path}: unsupported pixel type {image.dtype}; convert the image to 8-bit RGB")
-    if image.shape[2] == 4:  # defensive, as above
-        image = image[:, :, :3]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image_io.decode_image(data, path, _REMEDY)
 
 
 def read_image(path: str) -> np.ndarray:
     """Read an image file to RGB ``uint8`` [H, W, 3]; missing or unreadable files raise DataError."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (was it moved or deleted after the dataset was "
-                        "scanned?)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror}); check its permissions") from None
-    return decode_image(data, path)
+    return image_io.read_image(path, remedy=_REMEDY,
+                               missing="was it moved or deleted after the dataset was scanned?")
 
 
 # --------------------------------------------------------------------------------------------------

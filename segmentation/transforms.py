@@ -14,7 +14,7 @@ Every random draw comes from the per-sample seed, so a sample looks the same in 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import albumentations as A
 import cv2

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detection.image_io import read_image  # noqa: E402
+from engine.image_io import read_image  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
 from detection.weights import read_checkpoint  # noqa: E402

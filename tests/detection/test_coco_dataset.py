@@ -130,8 +130,8 @@ def test_unusual_image_formats_become_rgb_uint8(tmp_path, kind):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("missing", "image file not found"),
-    ("corrupt", "not a readable image"),
+    ("missing", "file not found; check the images directory"),
+    ("corrupt", "not an image OpenCV can decode"),
     ("size", "decoded size 30x20 (w x h) differs from the json's 64x48"),
 ])
 def test_bad_image_files_name_the_file_and_id(tmp_path, problem, message):

@@ -1,0 +1,57 @@
+"""Reading images with OpenCV for every task: always RGB ``uint8`` [H, W, 3], or a DataError naming
+the file and what to do.
+
+``cv2.IMREAD_COLOR`` turns grayscale into 3 channels, drops alpha (as PIL's ``convert("RGB")`` in
+torchvision's readers), converts CMYK JPEGs and applies the EXIF orientation (as detectron2's reader
+does); ``IMREAD_ANYDEPTH`` keeps 16-bit data 16-bit so that we scale it to 8 bits ourselves instead
+of OpenCV's truncation of the low byte. Each task words the remedy for its own data (``remedy``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .data import DataError
+
+__all__ = ["decode_image", "read_image"]
+
+_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+_REMEDY = "replace or delete the file"
+
+
+def decode_image(data: bytes, where: str = "<bytes>", remedy: str = _REMEDY) -> np.ndarray:
+    """Encoded bytes -> RGB ``uint8`` [H, W, 3]; anything else raises DataError naming ``where``."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, _FLAGS) if buf.size else None
+    if image is None:
+        what = "an empty file" if not buf.size else "not an image OpenCV can decode (corrupt, truncated or " \
+                                                    "another kind of file with an image name)"
+        raise DataError(f"{where}: {what}; {remedy}")
+    if image.ndim == 2:  # defensive: a decoder that ignores IMREAD_COLOR
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.dtype == np.uint16:
+        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif image.dtype == np.float32:  # e.g. 32-bit TIFF / EXR, assumed in [0, 1]
+        image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{where}: unsupported pixel type {image.dtype}; convert the image to 8-bit RGB")
+    if image.shape[2] == 4:  # defensive, as above
+        image = image[:, :, :3]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str, where: Optional[str] = None, remedy: str = _REMEDY,
+               missing: str = "check the path") -> np.ndarray:
+    """Read ``path`` to RGB ``uint8`` [H, W, 3]; a missing, unreadable or corrupt file raises
+    DataError naming ``where`` (default: the path); ``missing`` says what to do about a missing file."""
+    where = where or path
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{where}: file not found; {missing}") from None
+    except OSError as e:
+        raise DataError(f"{where}: cannot read the file ({e.strerror}); check its permissions") from None
+    return decode_image(data, where, remedy)
