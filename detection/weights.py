@@ -63,18 +63,20 @@ def checkpoint_state(ckpt: dict, prefer_ema: bool = False) -> Dict[str, torch.Te
     raise DataError("checkpoint has no 'model' state dict")
 
 
-def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
-                          allow_mismatch: bool = True) -> DetectorLoadReport:
-    """Load ``path`` into ``model``; keys whose shapes differ (a new class count when fine-tuning)
-    are skipped and reported when ``allow_mismatch``, otherwise an error naming the key."""
-    ckpt = read_checkpoint(path)
-    state = checkpoint_state(ckpt, prefer_ema)
+_NBT = "num_batches_tracked"  # BN bookkeeping, absent from FrozenBN / GN models: never reported
+
+
+def match_state(state: Dict[str, torch.Tensor], model: nn.Module, path: str,
+                allow_mismatch: bool = True) -> Tuple[Dict[str, torch.Tensor], DetectorLoadReport]:
+    """The tensors of ``state`` that fit ``model`` (same key, same shape) and the report of the rest.
+    A shape mismatch is skipped and reported when ``allow_mismatch``, otherwise a DataError naming the key."""
     own = model.state_dict()
     report = DetectorLoadReport(path)
     usable = {}
     for key, value in state.items():
         if key not in own:
-            report.unexpected.append(key)
+            if not key.endswith(_NBT):
+                report.unexpected.append(key)
         elif own[key].shape != value.shape:
             if not allow_mismatch:
                 raise DataError(f"{path}: '{key}' has shape {tuple(value.shape)}, the model expects "
@@ -83,7 +85,17 @@ def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
         else:
             usable[key] = value
             report.loaded.append(key)
-    report.missing = [k for k in own if k not in usable and k not in {m[0] for m in report.mismatched}]
+    skipped = {m[0] for m in report.mismatched}
+    report.missing = [k for k in own if k not in usable and k not in skipped and not k.endswith(_NBT)]
+    return usable, report
+
+
+def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
+                          allow_mismatch: bool = True) -> DetectorLoadReport:
+    """Load ``path`` into ``model``; keys whose shapes differ (a new class count when fine-tuning)
+    are skipped and reported when ``allow_mismatch``, otherwise an error naming the key."""
+    ckpt = read_checkpoint(path)
+    usable, report = match_state(checkpoint_state(ckpt, prefer_ema), model, path, allow_mismatch)
     model.load_state_dict(usable, strict=False)
     meta = ckpt.get("meta") or {}
     if isinstance(meta.get("input_norm"), dict) and hasattr(model, "transform"):

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from detection.weights import DetectorLoadReport, checkpoint_state, read_checkpoint
+from detection.weights import DetectorLoadReport, checkpoint_state, match_state, read_checkpoint
 from engine.data import DataError
 
 __all__ = ["load_segmentation_weights", "checkpoint_meta"]
-
-_NBT = "num_batches_tracked"
 
 
 def checkpoint_meta(path: str) -> dict:
@@ -32,21 +30,7 @@ def load_segmentation_weights(model: nn.Module, path: str, strict: bool = False,
     ``input_norm`` becomes the model's.
     """
     ckpt = read_checkpoint(path)
-    state = checkpoint_state(ckpt, prefer_ema)
-    own = model.state_dict()
-    report = DetectorLoadReport(path)
-    usable = {}
-    for key, value in state.items():
-        if key not in own:
-            if not key.endswith(_NBT):  # BN bookkeeping, absent from FrozenBN / GN models
-                report.unexpected.append(key)
-        elif tuple(own[key].shape) != tuple(value.shape):
-            report.mismatched.append((key, tuple(own[key].shape), tuple(value.shape)))
-        else:
-            usable[key] = value
-            report.loaded.append(key)
-    skipped = {m[0] for m in report.mismatched}
-    report.missing = [k for k in own if k not in usable and k not in skipped and not k.endswith(_NBT)]
+    usable, report = match_state(checkpoint_state(ckpt, prefer_ema), model, path)
     # the auxiliary head only trains: a checkpoint that has one evaluates fine without it
     unexpected = [k for k in report.unexpected if not k.startswith("aux_classifier.")]
     if strict and (report.missing or unexpected or report.mismatched):
