@@ -7,21 +7,13 @@ import numpy as np
 
 from engine import image_io
 
-__all__ = ["decode_image", "read_image"]
+__all__ = ["read_image"]
 
 _REMEDY = "replace the file or remove the image from the dataset (data.skip_bad=true skips and counts such images)"
 
 
-def _where(path: str, image_id: Optional[int]) -> str:
-    return f"{path} (image id {image_id})" if image_id is not None else path
-
-
-def decode_image(data: bytes, path: str = "<bytes>", image_id: Optional[int] = None) -> np.ndarray:
-    """Decode encoded image bytes to an RGB ``uint8`` array [H, W, 3]."""
-    return image_io.decode_image(data, _where(path, image_id), _REMEDY)
-
-
 def read_image(path: str, image_id: Optional[int] = None) -> np.ndarray:
     """Read ``path`` to an RGB ``uint8`` array [H, W, 3]; a missing or corrupt file raises DataError."""
-    return image_io.read_image(path, _where(path, image_id), _REMEDY,
+    where = f"{path} (image id {image_id})" if image_id is not None else path
+    return image_io.read_image(path, where, _REMEDY,
                                missing="check the images directory or the file_name in the annotation json")
