@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Residual networks from classification pretraining to COCO detection and segmentation",
     python_requires=">=3.10",
-    packages=["engine", "backbones", "detection", "segmentation"],
+    packages=["engine", "backbones", "classification", "detection", "segmentation"],
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

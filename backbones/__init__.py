@@ -4,7 +4,7 @@ from .build import (available_networks, backbone_options, build_backbone, build_
                     build_classifier, build_classifier_from_config, build_fpn_backbone, build_resnet_stage)
 from .fast import prepare_for_inference
 from .fpn import FPN
-from .input_norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, normalize_image, rgb01_mean_std
+from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, normalize_image, rgb01_mean_std
 from .norm import convert_frozen_batchnorm, convert_sync_batchnorm, get_norm
 from .resnet import ResNet
 from .cifar import CifarResNet

@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple
 
 from torch import nn
 
-from .input_norm import TORCHVISION_INPUT_NORM
+from .norm import TORCHVISION_INPUT_NORM
 from .norm import convert_frozen_batchnorm
 
 __all__ = ["ShapeSpec", "Backbone", "freeze_module"]

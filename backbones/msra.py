@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .input_norm import MSRA_INPUT_NORM
+from .norm import MSRA_INPUT_NORM
 from .norm import BN_EPS
 
 __all__ = ["read_msra_pkl", "msra_to_torchvision", "torchvision_to_msra", "export_msra_pkl", "is_msra_state",

@@ -16,7 +16,7 @@ from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from .base import Backbone
-from .input_norm import TORCHVISION_INPUT_NORM
+from .norm import TORCHVISION_INPUT_NORM
 
 __all__ = ["TimmBackbone", "timm_classifier", "timm_input_norm", "stride_name"]
 

@@ -26,7 +26,7 @@ from engine.checkpoint import save_checkpoint
 
 from .build import build_backbone
 from .cifar import CIFAR_DEPTHS
-from .input_norm import TORCHVISION_INPUT_NORM, check_input_norm
+from .norm import TORCHVISION_INPUT_NORM, check_input_norm
 from .resnet import RESNET_LAYERS
 from .weights import FORMATS, LoadReport, convert_state_dict, load_weights, read_weights, to_backbone_state_dict
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .input_norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
+from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
 from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
 from .resnet import Bottleneck, ResNet
 

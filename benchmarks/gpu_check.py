@@ -30,7 +30,7 @@ from detection.build import build_detector  # noqa: E402
 from detection.config import DetConfig  # noqa: E402
 from detection.convert import convert_torchvision_detection, match_detections  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
-from detection.testing import calibrate, torchvision_rcnn  # noqa: E402
+from torchvision_reference import calibrate, torchvision_rcnn  # noqa: E402
 from engine.config import load_config  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from backbones.input_norm import normalize_image
+from backbones.norm import normalize_image
 
 
 def collate_detection(samples: Sequence[Tuple[torch.Tensor, dict]]) -> Tuple[List[torch.Tensor], List[dict]]:
@@ -51,7 +51,7 @@ def pad_images(images: Sequence[torch.Tensor], size_divisible: int = 32,
 def normalize_and_pad(images: Sequence[torch.Tensor], input_norm: Dict,
                       size_divisible: int = 32) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
     """RGB uint8 (or 0-255 float) images -> normalised for the weights' ``input_norm``
-    (``backbones.input_norm``), then padded with 0: the order torchvision uses.
+    (``backbones.norm``), then padded with 0: the order torchvision uses.
 
     For torchvision weights the batch equals ``GeneralizedRCNNTransform``'s bitwise (x / 255, then
     (x - mean) / std, then ``batch_images``).

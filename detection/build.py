@@ -22,7 +22,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import FPN, build_backbone, load_weights
-from backbones.input_norm import TORCHVISION_INPUT_NORM
+from backbones.norm import TORCHVISION_INPUT_NORM
 
 from .config import DetModelConfig, InputConfig
 from .heads import Res5BoxHead, Res5MaskHead, SingleLevelRoIPooler

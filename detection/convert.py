@@ -1,6 +1,6 @@
 """torchvision detection checkpoints (``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``) as
 reskit detection checkpoints for ``configs/detection/faster_rcnn_R50_FPN_1x.yaml`` /
-``configs/segmentation/mask_rcnn_R50_FPN_1x.yaml``.
+``configs/detection/mask_rcnn_R50_FPN_1x.yaml``.
 
 Our FPN detector is built from the same torchvision modules under the same attribute names; only the
 bottom-up network moves (``backbone.body.*`` -> ``backbone.bottom_up.*``). The class space is kept as
@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Tuple
 
 import torch
 
-from backbones.input_norm import TORCHVISION_INPUT_NORM
+from backbones.norm import TORCHVISION_INPUT_NORM
 
 
 def _coco_names() -> list:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from backbones.input_norm import check_input_norm, normalize_image
+from backbones.norm import check_input_norm, normalize_image
 
 
 class RCNNTransform(GeneralizedRCNNTransform):

@@ -8,8 +8,8 @@ import argparse
 import sys
 import time
 
-from backbones.shapes import SHAPE_KINDS
-from detection.shapes import DEFAULT_KINDS, make_shapes_dataset
+from engine.shapes import SHAPE_KINDS
+from detection.synthetic import DEFAULT_KINDS, make_shapes_dataset
 from engine.cli import fail
 
 

@@ -16,8 +16,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.cls_config import ClsConfig  # noqa: E402
-from backbones.cls_task import ClassificationTask  # noqa: E402
+from classification.config import ClsConfig  # noqa: E402
+from classification.task import ClassificationTask  # noqa: E402
 from engine.cli import default_argument_parser, parse_config  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402

@@ -14,7 +14,7 @@ Whole torchvision models convert to whole reskit checkpoints (``model.weights`` 
 ``--weights`` of eval_coco.py / predict.py), found from their keys or named with --format:
 
     python tools/transfer.py fasterrcnn_resnet50_fpn_coco-258fb6c6.pth --out frcnn_R50_FPN.pth
-        # -> configs/detection/faster_rcnn_R50_FPN_1x.yaml (maskrcnn_* -> configs/segmentation/mask_rcnn_R50_FPN_1x.yaml)
+        # -> configs/detection/faster_rcnn_R50_FPN_1x.yaml (maskrcnn_* -> configs/detection/mask_rcnn_R50_FPN_1x.yaml)
     python tools/transfer.py deeplabv3_resnet50_coco-cd0a2569.pth --out deeplabv3_R50.pth
         # -> configs/segmentation/deeplabv3_R50_coco.yaml (fcn_resnet50 -> fcn_R50_coco.yaml)
 """
@@ -51,7 +51,7 @@ def convert_whole_model(src: str, out, fmt: str) -> bool:
         return False
     if fmt == "torchvision-detection" or (fmt == "auto" and is_torchvision_detection(state)):
         converted, meta = convert_torchvision_detection(state)
-        config = ("configs/segmentation/mask_rcnn_R50_FPN_1x.yaml" if meta["mask"]
+        config = ("configs/detection/mask_rcnn_R50_FPN_1x.yaml" if meta["mask"]
                   else "configs/detection/faster_rcnn_R50_FPN_1x.yaml")
     else:
         is_seg = any(k.startswith("classifier.4.") for k in state) and any(k.startswith("backbone.layer3.") for k in state)

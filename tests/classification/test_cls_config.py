@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from backbones.cls_config import ClsConfig
+from classification.config import ClsConfig
 from engine.config import ConfigError, load_config
 
 from conftest import ROOT

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backbones.cls_config import ClsDatasetConfig, SyntheticShapesConfig
-from backbones.cls_data import (ImageFolder, SyntheticShapes, build_classification_set, decode_image, read_image,
+from classification.config import ClsDatasetConfig, SyntheticShapesConfig
+from classification.data import (ImageFolder, SyntheticShapes, build_classification_set, decode_image, read_image,
                                 scan_image_folder)
 from engine.data import DataError, SkippingCollate, build_train_loader, user_message
 from engine.sampler import TrainBatchSampler

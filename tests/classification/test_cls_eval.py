@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from backbones import TORCHVISION_INPUT_NORM, build_classifier, normalize_image
-from backbones.cls_config import ClsDataConfig, ClsTestConfig
-from backbones.cls_eval import dense_logits, multiscale_scores, ten_crop_scores, topk_correct
-from backbones.cls_task import collate_eval
-from backbones.cls_transforms import build_eval_transform
+from classification.config import ClsDataConfig, ClsTestConfig
+from classification.evaluation import dense_logits, multiscale_scores, ten_crop_scores, topk_correct
+from classification.task import collate_eval
+from classification.transforms import build_eval_transform
 
 
 def _normalize(x):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from backbones.cls_config import ClsDataConfig, ClsTestConfig
-from backbones.cls_transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, AlbumentationsTransform, PCALighting,
+from classification.config import ClsDataConfig, ClsTestConfig
+from classification.transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, AlbumentationsTransform, PCALighting,
                                       TimmRandAugment, build_eval_transform, build_train_transform, pca_lighting,
                                       seed_compose, to_tensor)
 from engine.sampler import derive_seed

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from backbones import build_backbone, build_classifier, load_weights
-from backbones.cls_config import ClsConfig
-from backbones.cls_task import ClassificationTask
+from classification.config import ClsConfig
+from classification.task import ClassificationTask
 from backbones.transfer import transfer_weights
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError, load_config

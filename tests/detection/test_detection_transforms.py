@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from backbones.input_norm import TORCHVISION_INPUT_NORM
+from backbones.norm import TORCHVISION_INPUT_NORM
 from detection.batching import collate_detection, normalize_and_pad, pad_images
 from detection.masks import mask_bbox
 from detection.transforms import (DetectionTransform, ResizeShortestEdge, boxes_to_original,

@@ -10,10 +10,10 @@ from detection.build import build_detector
 from detection.config import DetModelConfig, InputConfig
 from detection.convert import convert_torchvision_detection, match_detections
 from detection.predictor import Predictor
-from detection.testing import calibrate, torchvision_rcnn
+from torchvision_reference import calibrate, torchvision_rcnn
 
 FPN_CONFIG = "configs/detection/faster_rcnn_R50_FPN_1x.yaml"
-MASK_CONFIG = "configs/segmentation/mask_rcnn_R50_FPN_1x.yaml"
+MASK_CONFIG = "configs/detection/mask_rcnn_R50_FPN_1x.yaml"
 SMALL = ["model.backbone.weights=null", "input.min_size_test=256", "input.max_size_test=320"]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from detection.testing import torchvision_rcnn
+from torchvision_reference import torchvision_rcnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,12 +38,12 @@ def test_transfer_then_predict_mask_rcnn(tmp_path, images):
     out = tmp_path / "converted.pth"
     result = tool("tools/transfer.py", str(src), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "configs/segmentation/mask_rcnn_R50_FPN_1x.yaml" in result.stdout
+    assert "configs/detection/mask_rcnn_R50_FPN_1x.yaml" in result.stdout
     meta = torch.load(out, weights_only=True)["meta"]
     assert meta["mask"] and meta["category_ids"] == list(range(1, 91))
 
     pred_dir = tmp_path / "pred"
-    result = tool("tools/predict.py", "--config", "configs/segmentation/mask_rcnn_R50_FPN_1x.yaml",
+    result = tool("tools/predict.py", "--config", "configs/detection/mask_rcnn_R50_FPN_1x.yaml",
                   "--weights", str(out), "--input", str(images), "--output", str(pred_dir),
                   "--score-thresh", "0.0", "input.min_size_test=64", "input.max_size_test=96")
     assert result.returncode == 0, result.stderr

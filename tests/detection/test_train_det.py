@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from detection.shapes import make_shapes_dataset
+from detection.synthetic import make_shapes_dataset
 from engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import socket
 
 import yaml
 
-from detection.shapes import make_shapes_dataset
+from detection.synthetic import make_shapes_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_SEG = os.path.join(REPO, "tools", "train_seg.py")

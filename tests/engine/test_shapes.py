@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from backbones import shapes
+from engine import shapes
 
 
 def test_deterministic_per_seed():

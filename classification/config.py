@@ -24,7 +24,7 @@ RECIPES = ("paper", "modern", "cifar", "shapes")
 class SyntheticShapesConfig:
     num_images: int = 2000
     image_size: int = 64
-    num_classes: int = 0  # 0: every shape kind backbones.shapes draws
+    num_classes: int = 0  # 0: every shape kind engine.shapes draws
     seed: int = 0  # the set is a pure function of (seed, index): use different seeds for train and val
     cache: bool = True  # keep drawn images in memory (num_images * image_size^2 * 3 bytes per process)
 

@@ -10,7 +10,7 @@ Category ids are deliberately non-contiguous (3, 7, 11, ...) and image ids start
 the label mapping. Everything is a function of the seed: image ``i`` of a split draws from its own
 generator seeded with ``(seed, split, i)``.
 
-The drawing itself (shapes, colours, textures) is ``backbones.shapes``'s, shared with the
+The drawing itself (shapes, colours, textures) is ``engine.shapes``'s, shared with the
 classification pretraining data, so that a backbone pretrained on those shapes transfers.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from backbones import shapes as drawing
+from engine import shapes as drawing
 
-# The default classes: the most distinct of backbones.shapes.SHAPE_KINDS (hexagons and diamonds pass
+# The default classes: the most distinct of engine.shapes.SHAPE_KINDS (hexagons and diamonds pass
 # for circles and squares at a few pixels), and their category ids: gaps on purpose (a dataset's
 # ids are arbitrary integers).
 DEFAULT_KINDS = ("circle", "square", "triangle", "star", "ellipse", "cross")
@@ -37,7 +37,7 @@ SPLIT_CODES = {"train": 1, "val": 2}
 
 
 def categories(kinds: Sequence[str] = DEFAULT_KINDS) -> List[dict]:
-    """COCO categories of ``kinds`` (names of ``backbones.shapes.SHAPE_KINDS``), ids from CATEGORY_IDS."""
+    """COCO categories of ``kinds`` (names of ``engine.shapes.SHAPE_KINDS``), ids from CATEGORY_IDS."""
     unknown = [k for k in kinds if k not in drawing.SHAPE_KINDS]
     if unknown or not kinds or len(set(kinds)) != len(kinds) or len(kinds) > len(CATEGORY_IDS):
         raise ValueError(f"kinds: distinct names from {', '.join(drawing.SHAPE_KINDS)}, got {list(kinds)}")

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 from detection.coco import CocoDetection
 from detection.dataset_check import check_dataset
-from detection.shapes import CATEGORY_IDS, DEFAULT_KINDS, make_image, make_shapes_dataset
+from detection.synthetic import CATEGORY_IDS, DEFAULT_KINDS, make_image, make_shapes_dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 import make_shapes  # noqa: E402  (tools/ is not a package; main() runs in-process: no second torch import)

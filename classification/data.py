@@ -7,8 +7,8 @@ decoded is found when it is read, and either stops the run with a :class:`engine
 naming it or, with ``data.skip_bad``, is skipped and counted (the dataset returns ``None``).
 
 Samples are ``(image, label)`` with ``image`` an RGB float tensor in [0, 1], [3, H, W] (or what the
-evaluation view makes of it, see :mod:`backbones.cls_transforms`); normalisation for the weights is
-applied later, in one place (:meth:`backbones.cls_task.ClassificationTask.normalize`).
+evaluation view makes of it, see :mod:`classification.transforms`); normalisation for the weights is
+applied later, in one place (:meth:`classification.task.ClassificationTask.normalize`).
 """
 from __future__ import annotations
 
@@ -140,8 +140,8 @@ class ImageFolder(Dataset):
 
 def draw_shape_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """One ``kind`` shape of random size (50-90% of the side), position, angle and colour on a random
-    textured background, RGB ``uint8`` [size, size, 3] (the primitives of :mod:`backbones.shapes`)."""
-    from . import shapes
+    textured background, RGB ``uint8`` [size, size, 3] (the primitives of :mod:`engine.shapes`)."""
+    from engine import shapes
 
     extent = float(rng.uniform(0.5, 0.9) * size)
     center = (float(rng.uniform(extent / 2, size - extent / 2)), float(rng.uniform(extent / 2, size - extent / 2)))
@@ -162,7 +162,7 @@ class SyntheticShapes(Dataset):
 
     def __init__(self, num_images: int, image_size: int = 64, num_classes: int = 0, seed: int = 0,
                  transform: Optional[Callable] = None, cache: bool = False):
-        from . import shapes
+        from engine import shapes
 
         kinds = list(shapes.SHAPE_KINDS)
         if num_classes > len(kinds):
@@ -248,7 +248,7 @@ def build_classification_set(entries: Sequence, transform: Optional[Callable], k
                              classes: Optional[List[str]] = None) -> ConcatClassification:
     """The datasets of ``data.train`` or ``data.val`` (``key`` names the entry in messages) as one.
 
-    ``entries`` are :class:`~backbones.cls_config.ClsDatasetConfig`; ``classes``: map into these
+    ``entries`` are :class:`~classification.config.ClsDatasetConfig`; ``classes``: map into these
     (validation into the training classes), else the union of the entries' classes.
     """
     datasets, keys = [], []

@@ -1,4 +1,4 @@
-"""Reference torchvision detectors for checking conversions and speed (tests, benchmarks).
+"""Reference torchvision detectors for checking conversions (tests) and speed (benchmarks).
 
 torchvision's ``fasterrcnn_resnet50_fpn(weights=None)`` is not the network its COCO weights run in:
 without weights it uses trainable BatchNorm2d and trains every stage. ``torchvision_rcnn`` builds the

@@ -31,12 +31,12 @@ from engine.data import build_inference_loader
 from engine.dist import get_world_size, is_main_process
 from engine.sampler import gather_in_order
 
-from .build import backbone_options, build_classifier_from_config
-from .cls_data import build_classification_set
-from .cls_eval import center_scores, multiscale_scores, ten_crop_scores, topk_correct
-from .cls_transforms import build_eval_transform, build_train_transform
-from .input_norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
-from .weights import load_weights
+from backbones.build import backbone_options, build_classifier_from_config
+from .data import build_classification_set
+from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
+from .transforms import build_eval_transform, build_train_transform
+from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
+from backbones.weights import load_weights
 
 __all__ = ["ClassificationTask", "DropoutLinear", "classifier_head_name", "collate_train", "collate_eval"]
 

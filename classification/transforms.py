@@ -2,14 +2,14 @@
 
 Every transform here is called as ``transform(image, sample_seed)`` on an RGB ``uint8`` [H, W, 3]
 image and returns float32 tensors in [0, 1] (normalisation for the weights happens on the batch, in
-:meth:`backbones.cls_task.ClassificationTask.normalize`). All randomness comes from ``sample_seed``
+:meth:`classification.task.ClassificationTask.normalize`). All randomness comes from ``sample_seed``
 (see :func:`seed_compose`), so a sample looks the same whatever the workers, ranks or resumes.
 
 Recipes (``data.recipe``):
   * ``paper`` — ResNet paper §3.4 (after AlexNet / VGG): shorter side random in ``scale_range``
     ([256, 480]), random ``crop_size`` crop, horizontal flip, AlexNet's PCA lighting.
   * ``modern`` — random-resized crop (``rrc_scale``), flip, optional RandAugment (timm); mixup /
-    cutmix and label smoothing act on the batch (:mod:`backbones.cls_task`).
+    cutmix and label smoothing act on the batch (:mod:`classification.task`).
   * ``cifar`` — §4.2: 4 pixels of zero padding on each side, random 32x32 crop, flip.
   * ``shapes`` — the synthetic demo set: shorter side to ``crop_size``, then as ``cifar``.
 
