@@ -1,4 +1,4 @@
-"""The backbone contract of DESIGN.md, shared by every feature extractor in this package.
+"""The backbone contract of docs/ARCHITECTURE.md, shared by every feature extractor in this package.
 
 A backbone's ``forward(x)`` returns ``dict[str, Tensor]``; ``out_features`` lists those names in
 order, ``out_channels`` and ``strides`` describe them, and ``output_shape()`` gives both at once as

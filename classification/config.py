@@ -1,6 +1,6 @@
 """Config schema of classification pretraining and fine-tuning (``tools/train_cls.py``).
 
-The shared vocabulary (DESIGN.md) comes from :mod:`engine.config`; what is added here is the
+The shared vocabulary (docs/ARCHITECTURE.md) comes from :mod:`engine.config`; what is added here is the
 classification data (ImageFolder trees or the built-in synthetic shapes), the augmentation recipe
 and the test-time options of the paper (10-crop, fully-convolutional multi-scale testing).
 """

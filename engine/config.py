@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# The shared vocabulary (DESIGN.md): every task's schema is built from these pieces.
+# The shared vocabulary (docs/ARCHITECTURE.md): every task's schema is built from these pieces.
 # --------------------------------------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ def test_keeps_the_last_n_and_skips_a_corrupt_newest(tmp_path):
 def test_checkpoints_load_with_weights_only(tmp_path):
     path = os.path.join(tmp_path, "x.pth")
     save_checkpoint(path, state(3))
-    loaded = torch.load(path, weights_only=True)  # what DESIGN.md promises
+    loaded = torch.load(path, weights_only=True)  # what docs/ARCHITECTURE.md promises
     assert torch.equal(loaded["model"]["w"], state(3)["model"]["w"]) and loaded["config"] == {"a": [1, None]}
     umask = os.umask(0)
     os.umask(umask)
