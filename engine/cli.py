@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence, Type, TypeVar
 
 from .config import ConfigError, load_config
+from .logger import setup_logging
 
 T = TypeVar("T")
 
@@ -28,8 +30,11 @@ def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
 
 
 def parse_config(schema: Type[T], path: Optional[str], overrides: Sequence[str]) -> T:
-    """Load and validate, or exit with code 2 and a one-line message before any work."""
+    """Load and validate, or exit with code 2 and a one-line message before any work; then send the
+    run's log to the console and ``output_dir/log.txt`` (torchrun's ``RANK`` picks the file)."""
     try:
-        return load_config(schema, path, overrides)
+        cfg = load_config(schema, path, overrides)
     except ConfigError as e:
         fail(str(e), 2)
+    setup_logging(getattr(cfg, "output_dir", None), int(os.environ.get("RANK", "0")))
+    return cfg

@@ -1,4 +1,9 @@
-"""What a run reports, from rank 0: a progress bar, ``metrics.jsonl`` and TensorBoard events.
+"""What a run reports: the INFO log on the console and in ``log.txt``, and, from rank 0, a progress
+bar, ``metrics.jsonl`` and TensorBoard events.
+
+:func:`setup_logging` configures Python's ``logging`` once per run: INFO lines go to stdout and to
+``output_dir/log.txt`` (rank 0; other ranks write ``log.rank{N}.txt`` and show only warnings on the
+console), warnings to stderr and the same file. Library modules just ``logging.getLogger(__name__)``.
 
 ``metrics.jsonl`` holds one JSON object per line: every ``log_period`` iterations
 ``{"iter", "epoch", "lr", "loss", <each loss term>, "time", "data_time", "eta_seconds", ...}`` (means
@@ -9,13 +14,86 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import sys
+import warnings
 from collections import defaultdict
 from typing import Dict, Optional
 
 from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+_CONSOLE_FORMAT = "[%(asctime)s] %(message)s"
+_FILE_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
+
+
+class _TqdmStream:
+    """A console stream that writes through tqdm, so log lines do not tear a live progress bar."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.rstrip("\n")
+        if text:
+            tqdm.write(text, file=self.stream)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line per warning, in the log and on stderr, instead of Python's two-line "path:line:" form.
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, message)
+
+
+def setup_logging(output_dir: Optional[str] = None, rank: int = 0) -> str:
+    """Send INFO logs to the console and ``output_dir/log.txt`` (rank 0) or ``log.rank{rank}.txt``.
+
+    Calling it again (a second run in the same process) replaces the handlers it added before.
+    Returns the log file's path ("" without ``output_dir``).
+    """
+    root = logging.getLogger()
+    path = ""
+    if output_dir:
+        path = os.path.join(output_dir, "log.txt" if rank == 0 else f"log.rank{rank}.txt")
+    if any(getattr(h, "_reskit", None) == (path, rank) for h in root.handlers):
+        return path  # already set up for this run (the tool, then the trainer)
+    for handler in list(root.handlers):
+        if getattr(handler, "_reskit", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.INFO)
+    handlers = []
+    if rank == 0:
+        out = logging.StreamHandler(_TqdmStream(sys.stdout))
+        out.addFilter(_BelowWarning())
+        out.setLevel(logging.INFO)
+        handlers.append(out)
+    err = logging.StreamHandler(_TqdmStream(sys.stderr))
+    err.setLevel(logging.WARNING)
+    handlers.append(err)
+    for h in handlers:
+        h.setFormatter(logging.Formatter(_CONSOLE_FORMAT, "%H:%M:%S"))
+    if path:
+        os.makedirs(output_dir, exist_ok=True)
+        file = logging.FileHandler(path, encoding="utf-8")
+        file.setLevel(logging.INFO)
+        file.setFormatter(logging.Formatter(_FILE_FORMAT, "%Y-%m-%d %H:%M:%S"))
+        handlers.append(file)
+    for h in handlers:
+        h._reskit = (path, rank)
+        root.addHandler(h)
+    warnings.showwarning = _show_warning
+    return path
 
 
 def _flatten(results: dict, prefix: str = "") -> Dict[str, float]:
@@ -99,11 +177,11 @@ class MetricsLogger:
             for k, v in record.items():
                 if k not in ("iter", "eta_seconds"):
                     self.writer.add_scalar(f"train/{k}", v, iteration)
-        if self.bar is None or self.bar.disable:
-            terms = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
-            eta = datetime.timedelta(seconds=int(record["eta_seconds"]))
-            print(f"iter {iteration}/{self.max_iter}  loss {record['loss']:.4g}  ({terms})  "
-                  f"lr {lr:.4g}  {record['time']:.3f}s/it  eta {eta}", flush=True)
+        # Every number on the line is the mean over the same window, so the terms add up to the loss.
+        terms = "  ".join(f"{k} {record[k]:.4g}" for k in losses)
+        eta = datetime.timedelta(seconds=int(record["eta_seconds"]))
+        logger.info(f"iter {iteration}/{self.max_iter}  loss {record['loss']:.4g}  ({terms})  "
+                    f"lr {lr:.4g}  {record['time']:.3f}s/it  eta {eta}")
 
     def log_eval(self, iteration: int, results: dict) -> None:
         if not self.enabled:
@@ -117,10 +195,7 @@ class MetricsLogger:
             self.writer.flush()
         shown = ", ".join(f"{k} {v:.2f}" for k, v in list(flat.items())[:12])
         msg = f"evaluation at iter {iteration}: {shown}"
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(msg)
-        else:
-            print(msg, flush=True)
+        logger.info(msg)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -54,6 +54,17 @@ def test_run_writes_config_metrics_events_checkpoints_results(tmp_path, restore_
     best = load_checkpoint(os.path.join(run, "model_best.pth"))
     assert set(best["metric"]) == {"top1"}
 
+    # the INFO log: the console's lines, in log.txt; the loss line's terms add up to its loss
+    with open(os.path.join(run, "log.txt")) as f:
+        log = f.read()
+    iter_lines = [line for line in log.splitlines() if "] iter " in line]
+    assert [line.split("] iter ")[1].split("/")[0] for line in iter_lines] == ["2", "4", "6", "8", "10"]
+    last = iter_lines[-1].split("  ")
+    loss = float(next(part for part in last if part.startswith("loss ")).split()[1])
+    terms = iter_lines[-1].split("(")[1].split(")")[0].split("  ")
+    assert loss == pytest.approx(sum(float(t.split()[1]) for t in terms), rel=1e-3)
+    assert "evaluation at iter 10: top1" in log
+
     # --eval-only on the final weights evaluates the EMA weights, as the run's final evaluation did
     again = Trainer(cfg, TinyTask(cfg)).evaluate_only()
     assert again == results
