@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from engine.config import ConfigError
 from engine import image_io
-from engine.data import DataError
+from engine.data import ConcatDataset, DataError, split_item
 
 __all__ = ["IMG_EXTENSIONS", "decode_image", "read_image", "scan_image_folder", "ImageFolder",
            "draw_shape_image", "SyntheticShapes", "ConcatClassification",
@@ -200,19 +200,20 @@ class SyntheticShapes(Dataset):
 # --------------------------------------------------------------------------------------------------
 
 
-class ConcatClassification(Dataset):
-    """Datasets joined end to end, each one's labels mapped into a common class list by name.
+class ConcatClassification(ConcatDataset):
+    """Datasets joined end to end (:class:`engine.data.ConcatDataset`), each one's labels mapped into a
+    common class list by name.
 
     ``classes`` is the sorted union of every dataset's classes (for the training sets), or given
     (validation sets are mapped into the training classes; a class unknown to training is an error).
     """
 
     def __init__(self, datasets: Sequence[Dataset], keys: Sequence[str], classes: Optional[List[str]] = None):
+        super().__init__(datasets)
         if classes is None:
             classes = sorted({c for d in datasets for c in d.classes}) if len(datasets) > 1 else list(datasets[0].classes)
         index = {c: i for i, c in enumerate(classes)}
         self.classes = list(classes)
-        self.datasets = list(datasets)
         self.maps = []
         for d, key in zip(datasets, keys):
             unknown = [c for c in d.classes if c not in index]
@@ -221,27 +222,18 @@ class ConcatClassification(Dataset):
                 raise DataError(f"{key}: classes {unknown[:5]} are not among the {len(classes)} training classes "
                                 f"({shown}); the class folder names must match")
             self.maps.append(np.array([index[c] for c in d.classes], dtype=np.int64))
-        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def locate(self, index: int) -> Tuple[int, int]:
-        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return k, index - int(self.offsets[k])
 
     @property
     def labels(self) -> np.ndarray:
         return np.concatenate([m[d.labels] for d, m in zip(self.datasets, self.maps)])
 
     def __getitem__(self, item):
-        index, sample_seed = item if isinstance(item, tuple) else (item, None)
-        k, local = self.locate(index)
-        sample = self.datasets[k][(local, sample_seed) if sample_seed is not None else local]
-        if sample is None:
+        which, _ = self.locate(split_item(item)[0])
+        sample = super().__getitem__(item)
+        if sample is None:  # unreadable and skipped (data.skip_bad)
             return None
         image, label = sample
-        return image, int(self.maps[k][label])
+        return image, int(self.maps[which][label])
 
 
 def build_classification_set(entries: Sequence, transform: Optional[Callable], key: str, skip_bad: bool = False,

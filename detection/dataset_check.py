@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 from engine.data import DataError
 
-from .image_io import read_image
+from .coco import read_coco_image
 from .masks import valid_polygons
 
 # code: (severity, what it means)
@@ -184,7 +184,7 @@ def _check_files(images: Dict[int, dict], images_dir: str, report: DatasetReport
         if not os.path.isfile(path):
             return "missing_file", path, None
         try:
-            return None, path, read_image(path, img["id"]).shape[:2]
+            return None, path, read_coco_image(path, img["id"]).shape[:2]
         except DataError as e:
             return "unreadable_file", path, str(e)
 

@@ -13,7 +13,7 @@ from engine.dist import is_main_process
 
 from .batching import collate_detection
 from .build import build_detector
-from .coco import CocoDetection, ConcatCocoDetection
+from .coco_dataset import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
 from .coco_results import write_results_file
 from .evaluation import COCOEvaluator, format_table

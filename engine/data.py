@@ -1,16 +1,26 @@
-"""Data loading shared by every task: loaders over our samplers, bad-sample handling, seeding."""
+"""Data loading shared by every task: datasets joined end to end, loaders over our samplers,
+bad-sample handling, seeding.
+
+torch is imported inside the functions that use it: :class:`DataError` and :class:`ConcatDataset`
+are needed by tools that must start without torch (``tools/check_dataset.py``, ``tools/eval_coco.py``).
+"""
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import re
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .sampler import InferenceSampler, TrainBatchSampler
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from .sampler import TrainBatchSampler
+
+Item = Union[int, Tuple[int, int]]
 
 
 class DataError(ValueError):
@@ -38,6 +48,65 @@ def user_message(exc: BaseException) -> str:
     return text[matches[-1].end():].strip()
 
 
+def split_item(item: Item) -> Tuple[int, Optional[int]]:
+    """``(index, sample_seed)`` of a dataset item: a plain index (evaluation; the seed is None) or the
+    engine sampler's ``(index, sample_seed)`` pair (training, :class:`engine.sampler.TrainBatchSampler`)."""
+    if isinstance(item, (tuple, list)):
+        index, seed = item
+        return int(index), int(seed)
+    return int(item), None
+
+
+class ConcatDataset:
+    """Datasets end to end as one, for every task (``data.train`` / ``data.val`` are lists).
+
+    Global index ``i`` is item ``i - start`` of the dataset whose range holds it (negative indices
+    count from the end); the engine sampler's ``(index, sample_seed)`` pairs pass the seed through.
+    ``stats`` sums the per-dataset ``stats`` dicts (what each dataset dropped, skipped, counted).
+    The tasks subclass it to check that the datasets share a label space and to expose it
+    (:class:`detection.coco_dataset.ConcatCocoDetection`, :class:`segmentation.data.ConcatSegmentation`,
+    :class:`classification.data.ConcatClassification`).
+
+    Not a ``torch.utils.data.ConcatDataset``, whose module imports torch: a DataLoader only needs
+    ``__len__`` and ``__getitem__``.
+    """
+
+    def __init__(self, datasets: Sequence):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: no datasets to join")
+        self.cumulative_sizes: List[int] = []
+        total = 0
+        for ds in self.datasets:
+            total += len(ds)
+            self.cumulative_sizes.append(total)
+
+    def __len__(self) -> int:
+        return self.cumulative_sizes[-1]
+
+    def locate(self, index: int) -> Tuple[int, int]:
+        """``(which dataset, index inside it)`` of global ``index``."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        return which, index - (self.cumulative_sizes[which - 1] if which else 0)
+
+    def __getitem__(self, item: Item):
+        index, seed = split_item(item)
+        which, local = self.locate(index)
+        return self.datasets[which][(local, seed) if seed is not None else local]
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        total: Dict[str, int] = {}
+        for ds in self.datasets:
+            for k, v in getattr(ds, "stats", {}).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+
 class SkippingCollate:
     """Wraps a task's collate: drops the ``None`` samples a dataset skipped and returns
     ``(batch, number_skipped)`` so the trainer can count them. A class, not a closure, so loader
@@ -58,12 +127,14 @@ class SkippingCollate:
 def _worker_init(worker_id: int) -> None:
     # Datasets draw their randomness from the sample_seed; this only keeps stray uses of the global
     # RNGs in a worker reproducible (torch seeds its own RNG per worker; numpy and random need help).
+    import torch
+
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
 
 
-def build_train_loader(dataset: Dataset, sampler: TrainBatchSampler, collate_fn: Callable[[list], Any],
+def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate_fn: Callable[[list], Any],
                        num_workers: int, pin_memory: Optional[bool] = None, seed: int = 0,
                        prefetch_factor: int = 2) -> DataLoader:
     """A DataLoader over :class:`TrainBatchSampler`'s micro-batches; each item is ``(batch, skipped)``.
@@ -71,6 +142,9 @@ def build_train_loader(dataset: Dataset, sampler: TrainBatchSampler, collate_fn:
     Its own ``generator`` keeps the loader from drawing the workers' base seed from the global torch
     RNG, which would make the training randomness depend on when the loader was started (a resume).
     """
+    import torch
+    from torch.utils.data import DataLoader
+
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     kwargs = {}
@@ -81,10 +155,15 @@ def build_train_loader(dataset: Dataset, sampler: TrainBatchSampler, collate_fn:
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
-def build_inference_loader(dataset: Dataset, batch_size: int, collate_fn: Callable[[list], Any],
-                           num_workers: int = 0, pin_memory: Optional[bool] = None) -> DataLoader:
+def build_inference_loader(dataset: "Dataset", batch_size: int, collate_fn: Callable[[list], Any],
+                           num_workers: int = 0, pin_memory: Optional[bool] = None) -> "DataLoader":
     """This rank's shard of ``dataset`` (``InferenceSampler``) in batches of ``batch_size``; dataset
     items are plain indices. Gather the per-rank outputs with ``engine.sampler.gather_in_order``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .sampler import InferenceSampler
+
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
@@ -93,9 +172,11 @@ def build_inference_loader(dataset: Dataset, batch_size: int, collate_fn: Callab
                       worker_init_fn=_worker_init if num_workers > 0 else None)
 
 
-def move_to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+def move_to_device(batch: Any, device: "torch.device", channels_last: bool = False) -> Any:
     """Tensors inside (nested) lists, tuples and dicts to ``device``; 4-D floating tensors become
     channels-last when asked."""
+    import torch
+
     if isinstance(batch, torch.Tensor):
         non_blocking = batch.is_pinned()
         if channels_last and batch.dim() == 4 and batch.is_floating_point():
@@ -112,6 +193,8 @@ def move_to_device(batch: Any, device: torch.device, channels_last: bool = False
 
 def seed_everything(seed: int) -> None:
     """Seed python's ``random``, numpy's global RNG and torch (CPU and every GPU)."""
+    import torch
+
     seed = int(seed) % 2**63
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -124,6 +207,8 @@ def set_deterministic(flag: bool) -> None:
     Deterministic mode makes an op without a deterministic implementation raise instead of silently
     differing between runs. CUBLAS_WORKSPACE_CONFIG must be set before cuBLAS starts, so call this early.
     """
+    import torch
+
     if flag:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(flag)

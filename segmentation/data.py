@@ -18,22 +18,26 @@ COCO (:class:`CocoSemanticSegmentation`) follows torchvision's references/segmen
 Folders (:class:`FolderSegmentation`): ``images/<stem>.<ext>`` paired with ``labels/<stem>.png``.
 Label maps are read with PIL, not OpenCV: OpenCV expands palette PNGs (the PASCAL VOC format) into
 their colours, while PIL returns the palette indices, which are the labels.
+
+COCO files and their images are read by :mod:`detection.coco` and masks decoded by
+:mod:`detection.masks`, as for detection (docs/ARCHITECTURE.md: segmentation builds on detection's
+COCO primitives); only the label-map rules above are segmentation's own.
 """
 from __future__ import annotations
 
-import bisect
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from detection.coco import load_coco_json
-from detection.image_io import read_image
+from detection.coco import (category_names, contiguous_category_map, image_record, load_coco_json,
+                            read_record_image)
 from detection.masks import has_mask, segmentation_to_mask
-from engine.data import DataError
+from engine import image_io
+from engine.data import ConcatDataset, DataError, Item, split_item
 
 __all__ = ["VOC_COCO_CATEGORY_IDS", "VOC_CLASSES", "CocoSemanticSegmentation", "FolderSegmentation",
            "ConcatSegmentation", "read_label_map", "coco_label_map", "IMAGE_EXTENSIONS"]
@@ -44,15 +48,7 @@ VOC_CLASSES = ["__background__", "aeroplane", "bicycle", "bird", "boat", "bottle
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
                "train", "tvmonitor"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-Item = Union[int, Tuple[int, int]]
-
-
-def _split_item(item: Item) -> Tuple[int, Optional[int]]:
-    """``__getitem__`` takes an index or the engine sampler's ``(index, sample_seed)`` pair."""
-    if isinstance(item, (tuple, list)):
-        return int(item[0]), int(item[1])
-    return int(item), None
+_REMEDY = "replace the file or remove the image from the dataset (data.skip_bad=true skips and counts such images)"
 
 
 def coco_label_map(segmentations: Sequence, labels: Sequence[int], height: int, width: int,
@@ -104,7 +100,7 @@ class _SegmentationBase(torch.utils.data.Dataset):
         self.skipped = 0
 
     def __getitem__(self, item: Item):
-        index, seed = _split_item(item)
+        index, seed = split_item(item)
         try:
             image, label, where = self.read_pair(index)
             if image.shape[:2] != label.shape:
@@ -145,12 +141,12 @@ class CocoSemanticSegmentation(_SegmentationBase):
         super().__init__(transform, ignore_index, skip_bad)
         self.json_path, self.images_dir = json_path, images_dir
         coco = load_coco_json(json_path)
-        names = {c["id"]: c.get("name", str(c["id"])) for c in coco.dataset["categories"]}
+        names = category_names(coco)
         if category_map is None:
             if categories == "voc":
                 category_map = {cid: i for i, cid in enumerate(VOC_COCO_CATEGORY_IDS) if i > 0}
             elif categories == "all":
-                category_map = {cid: i + 1 for i, cid in enumerate(sorted(names))}
+                category_map = contiguous_category_map(names)
             else:
                 raise ValueError(f"categories '{categories}': choose voc or all")
         elif categories == "all" and set(names) - set(category_map):
@@ -176,11 +172,7 @@ class CocoSemanticSegmentation(_SegmentationBase):
             if min_area is not None and (not anns or sum(float(a.get("area", 0)) for a in anns) <= min_area):
                 self.stats["small_images_dropped"] += 1
                 continue
-            try:
-                record = {"image_id": image_id, "file_name": info["file_name"], "height": int(info["height"]),
-                          "width": int(info["width"]), "segmentations": [], "labels": []}
-            except (KeyError, TypeError, ValueError):
-                raise DataError(f"{json_path}: image id {image_id} needs file_name, width and height") from None
+            record = {**image_record(info, json_path), "segmentations": [], "labels": []}
             for ann in anns:
                 self.stats["annotations"] += 1
                 self.stats["crowd"] += int(bool(ann.get("iscrowd", 0)))
@@ -205,12 +197,8 @@ class CocoSemanticSegmentation(_SegmentationBase):
 
     def read_pair(self, index: int):
         r = self.records[index]
-        path = os.path.join(self.images_dir, r["file_name"])
-        image = read_image(path, r["image_id"])
-        if image.shape[:2] != (r["height"], r["width"]):
-            raise DataError(f"{path} (image id {r['image_id']}): decoded size {image.shape[1]}x{image.shape[0]} "
-                            f"(w x h) differs from the json's {r['width']}x{r['height']} in {self.json_path}")
-        return image, self.label_map(index), f"{path} (image id {r['image_id']})"
+        image = read_record_image(self.images_dir, r, self.json_path)
+        return image, self.label_map(index), f"{os.path.join(self.images_dir, r['file_name'])} (image id {r['image_id']})"
 
 
 class FolderSegmentation(_SegmentationBase):
@@ -253,34 +241,19 @@ class FolderSegmentation(_SegmentationBase):
 
     def read_pair(self, index: int):
         image_path, label_path = self.pairs[index]
-        return read_image(image_path), read_label_map(label_path), f"{image_path} / {label_path}"
+        image = image_io.read_image(image_path, remedy=_REMEDY, missing="was it moved after the folder was scanned?")
+        return image, read_label_map(label_path), f"{image_path} / {label_path}"
 
 
-class ConcatSegmentation(torch.utils.data.ConcatDataset):
-    """Several datasets with one label space; indexing accepts ``(index, sample_seed)`` pairs."""
+class ConcatSegmentation(ConcatDataset):
+    """Several datasets with one label space; indexing and ``stats`` are :class:`engine.data.ConcatDataset`'s."""
 
     def __init__(self, datasets: Sequence[_SegmentationBase]):
         super().__init__(datasets)
-        first = datasets[0]
-        for ds in datasets[1:]:
+        first = self.datasets[0]
+        for ds in self.datasets[1:]:
             if ds.num_classes != first.num_classes:
                 raise DataError(f"datasets disagree on the number of classes ({first.num_classes} vs "
                                 f"{ds.num_classes}); give every dataset the same label space")
         self.num_classes = first.num_classes
         self.class_names = first.class_names
-
-    @property
-    def stats(self) -> Dict[str, int]:
-        total: Dict[str, int] = {}
-        for ds in self.datasets:
-            for k, v in ds.stats.items():
-                total[k] = total.get(k, 0) + v
-        return total
-
-    def __getitem__(self, item: Item):
-        index, seed = _split_item(item)
-        if index < 0:
-            index += len(self)
-        which = bisect.bisect_right(self.cumulative_sizes, index)
-        offset = index - (self.cumulative_sizes[which - 1] if which else 0)
-        return self.datasets[which][(offset, seed) if seed is not None else offset]

@@ -7,7 +7,7 @@ import torch
 
 from coco_fixtures import rect_polygon, uncompressed_rle, write_image, write_json
 from detection.batching import collate_detection
-from detection.coco import CocoDetection, ConcatCocoDetection
+from detection.coco_dataset import CocoDetection, ConcatCocoDetection
 from detection.transforms import build_train_transform
 from engine.data import DataError
 

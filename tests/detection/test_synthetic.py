@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from detection.coco import CocoDetection
+from detection.coco_dataset import CocoDetection
 from detection.dataset_check import check_dataset
 from detection.synthetic import CATEGORY_IDS, DEFAULT_KINDS, make_image, make_shapes_dataset
 
