@@ -23,6 +23,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from engine.data import DataError
 from engine.dist import all_gather_object, is_main_process
+from engine.jsonio import write_json
 
 from .coco_results import instances_to_coco_results
 from .masks import has_mask, valid_polygons
@@ -271,14 +272,6 @@ def format_table(results: Dict[str, Dict[str, float]], columns: int = 3) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None  # JSON has no NaN: a metric without ground truth is null
-    return value
-
-
 def write_metrics_json(metrics: Dict[str, Dict[str, float]], path: str) -> None:
     """Write metrics (percent) to ``path``, keeping the other IoU types an existing file holds, so
     that bbox and segm evaluations of one run end in one ``results.json``."""
@@ -291,12 +284,9 @@ def write_metrics_json(metrics: Dict[str, Dict[str, float]], path: str) -> None:
             merged = {}
         if not isinstance(merged, dict):
             merged = {}
-    merged.update(_json_safe(metrics))
+    merged.update(metrics)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(merged, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, merged)  # strict JSON: a metric without ground truth is null, never NaN
 
 
 def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox",

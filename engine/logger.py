@@ -24,6 +24,8 @@ from typing import Dict, Optional
 
 from tqdm import tqdm
 
+from .jsonio import dumps
+
 logger = logging.getLogger(__name__)
 
 _CONSOLE_FORMAT = "[%(asctime)s] %(message)s"
@@ -148,7 +150,7 @@ class MetricsLogger:
                         desc="train", unit="it")
 
     def _write(self, record: dict) -> None:
-        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.write(dumps(record) + "\n")
         self.jsonl.flush()
 
     def update(self, iteration: int, epoch: float, lr: float, losses: Dict[str, float],
