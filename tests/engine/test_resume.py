@@ -100,3 +100,30 @@ def test_crash_while_writing_a_checkpoint_keeps_a_loadable_one(tmp_path, referen
     assert result.returncode == 0, result.stderr
     assert not glob.glob(os.path.join(ckpt_dir, ".tmp-*"))  # cleaned up on resume
     assert_same_weights(reference, run_dir)
+
+
+def test_ctrl_c_saves_the_last_step_then_resume_is_bitwise_equal(tmp_path, reference):
+    config = write_config(tmp_path, "run", data={"num_workers": 2, "delay": 0.01}, **RUN)
+    run_dir = os.path.join(tmp_path, "run")
+    proc = subprocess.Popen(tiny_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=tool_env(), text=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        logged = train_iterations_logged(run_dir)
+        if logged and logged[-1] >= 12:  # between the checkpoints at 10 and 15
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    newest, path = Checkpointer(run_dir).all()[-1]
+    assert 12 <= newest < 24, "the interrupt's own checkpoint, not the periodic one at 10"
+    assert lines[0] == (f"error: interrupted at iteration {newest}: saved {path}; continue with: "
+                        f"python {tiny_command(config)[1]} --config {config} --resume")
+    assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
+
+    result = run_tiny(config, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(reference, run_dir)
