@@ -1,18 +1,31 @@
 """Semantic segmentation: FCN, DeepLabV3 and semantic FPN heads on our backbones, COCO / folder label
-maps, confusion-matrix metrics, torchvision weight conversion, and the engine task."""
-from .config import SegConfig
-from .convert import convert_torchvision_segmentation
-from .data import CocoSemanticSegmentation, FolderSegmentation, VOC_CLASSES, read_label_map
-from .metrics import ConfusionMatrix, segmentation_metrics
-from .models import SemanticSegmentor, build_segmentation_model
-from .predictor import SemanticPredictor
-from .task import SemanticSegmentationTask
-from .visualize import colorize, overlay, voc_palette
-from .weights import load_segmentation_weights
+maps, confusion-matrix metrics, torchvision weight conversion, the engine task and a predictor.
 
-__all__ = [
-    "SegConfig", "SemanticSegmentor", "build_segmentation_model", "SemanticSegmentationTask",
-    "CocoSemanticSegmentation", "FolderSegmentation", "VOC_CLASSES", "read_label_map",
-    "ConfusionMatrix", "segmentation_metrics", "convert_torchvision_segmentation",
-    "load_segmentation_weights", "SemanticPredictor", "colorize", "overlay", "voc_palette",
-]
+    from segmentation import SemanticPredictor, build_segmentation_model, SegConfig, SemanticSegmentationTask
+
+Names are imported from their submodules when first used (:mod:`engine.lazy`).
+"""
+from engine.lazy import lazy_exports
+
+_EXPORTS = {
+    "SegConfig": ".config",
+    "SemanticSegmentor": ".models",
+    "build_segmentation_model": ".models",
+    "SemanticSegmentationTask": ".task",
+    "SemanticPredictor": ".predictor",
+    "CocoSemanticSegmentation": ".data",
+    "FolderSegmentation": ".data",
+    "ConcatSegmentation": ".data",
+    "VOC_CLASSES": ".data",
+    "read_label_map": ".data",
+    "ConfusionMatrix": ".metrics",
+    "segmentation_metrics": ".metrics",
+    "load_segmentation_weights": ".weights",
+    "convert_torchvision_segmentation": ".convert",
+    "colorize": ".visualize",
+    "overlay": ".visualize",
+    "voc_palette": ".visualize",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
