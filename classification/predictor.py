@@ -13,6 +13,7 @@ from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_i
 from backbones.weights import load_weights
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
+from engine.image_io import check_rgb_images
 
 from .config import ClsConfig
 from .evaluation import center_scores
@@ -92,15 +93,10 @@ class ClassificationPredictor:
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[Prediction]:
         """The top-k of every image, in one forward pass (every view has the same crop size)."""
-        views = []
-        for i, image in enumerate(images):
-            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
-                    or image.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected an RGB uint8 array H x W x 3, got "
-                                 f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
-            views.append(self.transform(image))
-        if not views:
+        check_rgb_images(images)
+        if not images:
             return []
+        views = [self.transform(image) for image in images]
         logits = center_scores(self.model, torch.stack(views).to(self.device), self.normalize)
         probs, labels = logits.float().softmax(dim=1).topk(self.topk, dim=1)
         probs, labels = probs.cpu().numpy(), labels.cpu().numpy()

@@ -8,24 +8,17 @@ Names are imported from their submodules when first used (:mod:`engine.lazy`), s
 """
 from engine.lazy import lazy_exports
 
-_EXPORTS = {
-    "DetConfig": ".config",
-    "build_detector": ".build",
-    "DetectionTask": ".task",
-    "Predictor": ".predictor",
-    "load_detector_weights": ".weights",
-    "load_coco_json": ".coco",
-    "CocoDetection": ".coco_dataset",
-    "ConcatCocoDetection": ".coco_dataset",
-    "COCOEvaluator": ".evaluation",
-    "evaluate_results": ".evaluation",
-    "evaluate_results_file": ".evaluation",
-    "format_table": ".evaluation",
-    "write_results_file": ".coco_results",
-    "check_dataset": ".dataset_check",
-    "draw_detections": ".visualize",
-    "make_shapes_dataset": ".synthetic",
-}
-
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    ".config": ["DetConfig"],
+    ".build": ["build_detector"],
+    ".task": ["DetectionTask"],
+    ".predictor": ["Predictor"],
+    ".weights": ["load_detector_weights"],
+    ".coco": ["load_coco_json"],
+    ".coco_dataset": ["CocoDetection", "ConcatCocoDetection"],
+    ".evaluation": ["COCOEvaluator", "evaluate_results", "evaluate_results_file", "format_table"],
+    ".coco_results": ["write_results_file"],
+    ".dataset_check": ["check_dataset"],
+    ".visualize": ["draw_detections"],
+    ".synthetic": ["make_shapes_dataset"],
+})

@@ -217,14 +217,10 @@ class ConcatCocoDetection(ConcatDataset):
 
     def __init__(self, datasets: Sequence[CocoDetection]):
         super().__init__(datasets)
-        first = self.datasets[0]
-        for ds in self.datasets[1:]:
-            if ds.contiguous_to_id != first.contiguous_to_id:
-                raise DataError(f"{ds.json_path}: its category mapping differs from {first.json_path}'s; "
-                                f"build both with the same category_map (ConcatCocoDetection.from_files does)")
-        self.contiguous_to_id = first.contiguous_to_id
-        self.id_to_contiguous = first.id_to_contiguous
-        self.class_names = first.class_names
+        self.contiguous_to_id = self.shared("contiguous_to_id", "build every dataset with the same category_map "
+                                                                "(ConcatCocoDetection.from_files does)")
+        self.id_to_contiguous = self.datasets[0].id_to_contiguous
+        self.class_names = self.datasets[0].class_names
 
     @classmethod
     def from_files(cls, specs: Sequence[Tuple[str, str]], **kwargs) -> "ConcatCocoDetection":

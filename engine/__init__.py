@@ -7,14 +7,9 @@ files (``tools/check_dataset.py``, ``tools/eval_coco.py --results``) start witho
 """
 from .lazy import lazy_exports
 
-_EXPORTS = {
-    "load_config": ".config",
-    "ConfigError": ".config",
-    "DataError": ".data",
-    "ConcatDataset": ".data",
-    "Task": ".task",
-    "Trainer": ".trainer",
-}
-
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    ".config": ["load_config", "ConfigError"],
+    ".data": ["DataError", "ConcatDataset"],
+    ".task": ["Task"],
+    ".trainer": ["Trainer"],
+})

@@ -98,6 +98,17 @@ class ConcatDataset:
         which, local = self.locate(index)
         return self.datasets[which][(local, seed) if seed is not None else local]
 
+    def shared(self, attribute: str, remedy: str) -> Any:
+        """The value of ``attribute`` (e.g. a label space) on which every dataset must agree; a
+        DataError names the first dataset that differs and says ``remedy``."""
+        first = getattr(self.datasets[0], attribute)
+        for i, ds in enumerate(self.datasets[1:], 1):
+            value = getattr(ds, attribute)
+            if value != first:
+                raise DataError(f"{_describe(ds, i)}: its {attribute} ({_short(value)}) differs from "
+                                f"{_describe(self.datasets[0], 0)}'s ({_short(first)}); {remedy}")
+        return first
+
     @property
     def stats(self) -> Dict[str, int]:
         total: Dict[str, int] = {}
@@ -105,6 +116,15 @@ class ConcatDataset:
             for k, v in getattr(ds, "stats", {}).items():
                 total[k] = total.get(k, 0) + v
         return total
+
+
+def _describe(dataset: Any, position: int) -> str:
+    return getattr(dataset, "json_path", None) or f"dataset {position} of the list"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class SkippingCollate:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import DataError
 
-__all__ = ["decode_image", "read_image"]
+__all__ = ["decode_image", "read_image", "check_rgb_images"]
 
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 _REMEDY = "replace or delete the file"
@@ -55,3 +55,11 @@ def read_image(path: str, where: Optional[str] = None, remedy: str = _REMEDY,
     except OSError as e:
         raise DataError(f"{where}: cannot read the file ({e.strerror}); check its permissions") from None
     return decode_image(data, where, remedy)
+
+
+def check_rgb_images(images) -> None:
+    """What every predictor takes: RGB ``uint8`` arrays [H, W, 3]; ValueError naming the first that is not."""
+    for i, image in enumerate(images):
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image {i}: expected an RGB uint8 array H x W x 3, got "
+                             f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 __all__ = ["lazy_exports"]
 
 
-def lazy_exports(package: str, exports: Dict[str, str]) -> Tuple[Callable[[str], Any], Callable[[], List[str]]]:
-    """``(__getattr__, __dir__)`` for ``package`` whose public names live in submodules.
+def lazy_exports(package: str, modules: Dict[str, Sequence[str]]
+                 ) -> Tuple[List[str], Callable[[str], Any], Callable[[], List[str]]]:
+    """``(__all__, __getattr__, __dir__)`` for ``package`` whose public names live in submodules.
 
-    ``exports`` maps each name to its submodule, relative (``{"Predictor": ".predictor"}``). Use::
+    ``modules`` maps each submodule, relative, to the names it exports. In a package ``__init__``::
 
-        __all__ = list(_EXPORTS)
-        __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+        __all__, __getattr__, __dir__ = lazy_exports(__name__, {".predictor": ["Predictor"], ...})
     """
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
@@ -34,4 +35,4 @@ def lazy_exports(package: str, exports: Dict[str, str]) -> Tuple[Callable[[str],
     def __dir__() -> List[str]:
         return sorted(set(vars(sys.modules[package])) | set(exports))
 
-    return __getattr__, __dir__
+    return list(exports), __getattr__, __dir__

@@ -7,25 +7,14 @@ Names are imported from their submodules when first used (:mod:`engine.lazy`).
 """
 from engine.lazy import lazy_exports
 
-_EXPORTS = {
-    "SegConfig": ".config",
-    "SemanticSegmentor": ".models",
-    "build_segmentation_model": ".models",
-    "SemanticSegmentationTask": ".task",
-    "SemanticPredictor": ".predictor",
-    "CocoSemanticSegmentation": ".data",
-    "FolderSegmentation": ".data",
-    "ConcatSegmentation": ".data",
-    "VOC_CLASSES": ".data",
-    "read_label_map": ".data",
-    "ConfusionMatrix": ".metrics",
-    "segmentation_metrics": ".metrics",
-    "load_segmentation_weights": ".weights",
-    "convert_torchvision_segmentation": ".convert",
-    "colorize": ".visualize",
-    "overlay": ".visualize",
-    "voc_palette": ".visualize",
-}
-
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    ".config": ["SegConfig"],
+    ".models": ["SemanticSegmentor", "build_segmentation_model"],
+    ".task": ["SemanticSegmentationTask"],
+    ".predictor": ["SemanticPredictor"],
+    ".data": ["CocoSemanticSegmentation", "FolderSegmentation", "ConcatSegmentation", "VOC_CLASSES", "read_label_map"],
+    ".metrics": ["ConfusionMatrix", "segmentation_metrics"],
+    ".weights": ["load_segmentation_weights"],
+    ".convert": ["convert_torchvision_segmentation"],
+    ".visualize": ["colorize", "overlay", "voc_palette"],
+})

@@ -250,10 +250,5 @@ class ConcatSegmentation(ConcatDataset):
 
     def __init__(self, datasets: Sequence[_SegmentationBase]):
         super().__init__(datasets)
-        first = self.datasets[0]
-        for ds in self.datasets[1:]:
-            if ds.num_classes != first.num_classes:
-                raise DataError(f"datasets disagree on the number of classes ({first.num_classes} vs "
-                                f"{ds.num_classes}); give every dataset the same label space")
-        self.num_classes = first.num_classes
-        self.class_names = first.class_names
+        self.num_classes = self.shared("num_classes", "give every dataset the same label space")
+        self.class_names = self.datasets[0].class_names
