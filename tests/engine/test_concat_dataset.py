@@ -1,7 +1,7 @@
 """engine.data.ConcatDataset: the one way every task joins its data.train / data.val lists."""
 import pytest
 
-from engine.data import ConcatDataset, split_item
+from engine.data import ConcatDataset, DataError, split_item
 
 
 class Items:
@@ -40,3 +40,14 @@ def test_stats_are_summed_and_empty_lists_refused():
     assert ds.stats == {"images": 5, "dropped": 2}
     with pytest.raises(ValueError, match="no datasets"):
         ConcatDataset([])
+
+
+def test_datasets_must_share_what_the_task_asks():
+    a, b = Items("a", 1), Items("b", 1)
+    a.num_classes, b.num_classes = 3, 4
+    b.json_path = "b.json"
+    with pytest.raises(DataError, match=r"b.json: its num_classes \(4\) differs from dataset 0 of the list's \(3\); "
+                                        "give every dataset the same label space"):
+        ConcatDataset([a, b]).shared("num_classes", "give every dataset the same label space")
+    b.num_classes = 3
+    assert ConcatDataset([a, b]).shared("num_classes", "") == 3
