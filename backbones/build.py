@@ -1,177 +1,188 @@
-"""Entry points: networks by name, as classifiers or as backbones, from options or from a config.
+"""The one route from a config to a network (docs/ARCHITECTURE.md): every task builds through here.
+
+    build_backbone(cfg, *, fpn=None, **overrides)      the feature extractor, optionally under an FPN
+    build_classifier(cfg, num_classes, **overrides)    the classifier (global pooling and ``fc``)
+    build_resnet_stage(cfg, stage, **overrides)        one ResNet stage alone (a C4 detector's res5 head)
+    available_networks()                               our own network names
+
+``cfg`` is a :class:`~backbones.config.BackboneConfig` or a network name; keyword overrides replace
+its fields (a name plus overrides builds ``BackboneConfig(name=..., **overrides)``, as
+``timm.create_model`` does). ``cfg.weights`` is loaded by the builder; the
+:class:`~backbones.weights.LoadReport` is ``model.load_report`` (None without weights).
 
 Names: ``resnet18``..``resnet152``, ``plain18``..``plain152``, ``cifar_resnet20``..``cifar_resnet1202``,
-``cifar_plain20``..``cifar_plain110``, and ``timm:<model>`` for any timm model. Options are the
-fields of :class:`engine.config.BackboneConfig` (``norm``, ``freeze_at``, ``stride_in_1x1``,
-``shortcut``, ``dilation``, ``out_features``, ``zero_init_residual``); ``shortcut=None`` or "auto"
-means the network's own default (B for ImageNet ResNets, A for the CIFAR ones, as in the paper).
+``cifar_plain20``..``cifar_plain110``, and ``timm:<model>`` for any timm model. ``shortcut: auto``
+is the network's own default (B for ImageNet ResNets, A for the CIFAR ones, as in the paper).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Callable, Dict, List, Optional, Sequence
+from functools import partial
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Type, Union
 
 from torch import nn
 
-from engine.config import BackboneConfig
-
 from .base import Backbone
-from .cifar import CIFAR_DEPTHS, CIFAR_PLAIN_DEPTHS, CifarResNet
-from .fpn import FPN
-from .resnet import RESNET_LAYERS, ResNet
+from .cifar import CIFAR_DEPTHS, CIFAR_PLAIN_DEPTHS, CifarResNet, cifar_layers
+from .config import BackboneConfig, timm_model_name
+from .fpn import FPN, FPNOptions
+from .resnet import RESNET_LAYERS, BasicBlock, Bottleneck, ResNet
 from .timm_backbone import TimmBackbone, timm_classifier
 from .weights import load_weights
 
-__all__ = ["available_networks", "build_classifier", "build_backbone", "build_fpn_backbone",
-           "build_backbone_from_config", "build_classifier_from_config", "backbone_options", "build_resnet_stage"]
-
-_RESNET_OPTIONS = ("norm", "freeze_at", "stride_in_1x1", "shortcut", "dilation", "out_features", "zero_init_residual")
-# Option values that mean "nothing special": accepted by every network, including timm ones.
-_NEUTRAL = {"stride_in_1x1": False, "shortcut": ("B", "auto", None), "zero_init_residual": False}
+__all__ = ["available_networks", "build_backbone", "build_classifier", "build_resnet_stage"]
 
 
-def _imagenet(depth: int, plain: bool) -> Callable[..., ResNet]:
-    def build(num_classes, shortcut=None, **options) -> ResNet:
-        block, layers = RESNET_LAYERS[depth]
-        return ResNet(block, layers, num_classes, plain=plain, shortcut=_default(shortcut, "B"), **options)
-    return build
+class _Network(NamedTuple):
+    make: Callable[..., ResNet]  # (num_classes, **options) -> the network
+    cls: Type[ResNet]
+    block: type
+    layers: Sequence[int]
+    plain: bool
+    shortcut: str  # what "auto" means for it
 
 
-def _cifar(depth: int, plain: bool) -> Callable[..., CifarResNet]:
-    def build(num_classes, shortcut=None, **options) -> CifarResNet:
-        return CifarResNet(depth, num_classes, plain=plain, shortcut=_default(shortcut, "A"), **options)
-    return build
-
-
-def _default(shortcut: Optional[str], default: str) -> str:
-    return default if shortcut in (None, "auto") else shortcut
-
-
-_BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
-for _d in RESNET_LAYERS:
-    _BUILDERS[f"resnet{_d}"] = _imagenet(_d, plain=False)
-    _BUILDERS[f"plain{_d}"] = _imagenet(_d, plain=True)
-for _d in CIFAR_DEPTHS:
-    _BUILDERS[f"cifar_resnet{_d}"] = _cifar(_d, plain=False)
-for _d in CIFAR_PLAIN_DEPTHS:
-    _BUILDERS[f"cifar_plain{_d}"] = _cifar(_d, plain=True)
+_NETWORKS: Dict[str, _Network] = {}
+for _d, (_block, _layers) in RESNET_LAYERS.items():
+    for _plain, _prefix in ((False, "resnet"), (True, "plain")):
+        _NETWORKS[f"{_prefix}{_d}"] = _Network(partial(ResNet, _block, _layers, plain=_plain), ResNet,
+                                               _block, _layers, _plain, "B")
+for _depths, _plain, _prefix in ((CIFAR_DEPTHS, False, "cifar_resnet"), (CIFAR_PLAIN_DEPTHS, True, "cifar_plain")):
+    for _d in _depths:
+        _NETWORKS[f"{_prefix}{_d}"] = _Network(partial(CifarResNet, _d, plain=_plain), CifarResNet,
+                                               BasicBlock, cifar_layers(_d), _plain, "A")
 
 
 def available_networks() -> List[str]:
-    """Our own network names; any ``timm:<model>`` is accepted besides."""
-    return list(_BUILDERS)
+    """Our own network names; any ``timm:<model>`` is accepted besides.
+
+    >>> "resnet50" in available_networks() and "cifar_resnet110" in available_networks()
+    True
+    """
+    return list(_NETWORKS)
 
 
-def _builder(name: str) -> Callable[..., nn.Module]:
-    if name in _BUILDERS:
-        return _BUILDERS[name]
-    close = difflib.get_close_matches(name, list(_BUILDERS), n=4, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else f"valid: {', '.join(_BUILDERS)}"
+def _network(name: str) -> _Network:
+    if name in _NETWORKS:
+        return _NETWORKS[name]
+    if timm_model_name(name) is not None:
+        raise ValueError(f"{name}: a timm model, not one of our ResNets")
+    close = difflib.get_close_matches(name, list(_NETWORKS), n=4, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else f"valid: {', '.join(_NETWORKS)}"
     raise ValueError(f"unknown network '{name}' ({hint}; or timm:<model> for any timm model)")
 
 
-def _timm_options(name: str, options: dict) -> dict:
-    for key, neutral in _NEUTRAL.items():
-        if key in options:
-            value = options.pop(key)
-            if value != neutral and not (isinstance(neutral, tuple) and value in neutral):
-                raise ValueError(f"{name}: option {key}={value!r} applies to our ResNets, not to timm models")
-    return options
-
-
-def build_classifier(name: str, num_classes: int = 1000, **options) -> nn.Module:
-    """The network with global pooling and ``fc`` (torchvision's parameter names); forward -> logits."""
-    if name.startswith("timm:"):
-        _timm_options(name, options)
-        if options:
-            raise ValueError(f"{name}: the timm classifier takes no options {sorted(options)}")
-        return timm_classifier(name[len("timm:"):], num_classes)
-    _check_options(name, options)
-    return _builder(name)(num_classes, **options)
-
-
-def _check_options(name: str, options: dict) -> None:
-    unknown = [k for k in options if k not in _RESNET_OPTIONS]
+def _config(cfg: Union[BackboneConfig, str], overrides: dict) -> BackboneConfig:
+    """The config to build: ``cfg`` with ``overrides``, validated (ConfigError is a ValueError)."""
+    valid = [f.name for f in dataclasses.fields(BackboneConfig)]
+    if isinstance(cfg, str):
+        # a bare name returns the network's own outputs, not the config file default res2..res5
+        cfg = BackboneConfig(name=cfg, out_features=None)
+    unknown = [k for k in overrides if k not in valid or k == "name"]
     if unknown:
-        raise ValueError(f"{name}: unknown options {unknown}; valid: {', '.join(_RESNET_OPTIONS)}")
+        raise ValueError(f"{cfg.name}: unknown options {unknown}; valid: {', '.join(valid[1:])}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
 
 
-def build_backbone(name: str, *, fpn: bool = False, **options) -> Backbone:
-    """The feature extractor: ``forward(x) -> {name: map}`` with ``out_channels``/``strides``.
-
-    ``fpn=True`` puts an FPN on it (see :func:`build_fpn_backbone` for the FPN's own options).
-    """
-    if fpn:
-        return build_fpn_backbone(name, **options)
-    if name.startswith("timm:"):
-        return TimmBackbone(name[len("timm:"):], **_timm_options(name, dict(options)))
-    _check_options(name, options)
-    return _builder(name)(None, **options)
+def _resnet_options(cfg: BackboneConfig, net: _Network) -> dict:
+    return dict(norm=cfg.norm, freeze_at=cfg.freeze_at, stride_in_1x1=cfg.stride_in_1x1,
+                shortcut=net.shortcut if cfg.shortcut == "auto" else cfg.shortcut,
+                dilation=list(cfg.dilation), zero_init_residual=cfg.zero_init_residual)
 
 
-def build_fpn_backbone(name: str, *, in_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
-                       out_channels: int = 256, top_block: Optional[str] = "maxpool", fpn_norm: Optional[str] = None,
-                       **options) -> FPN:
-    """``FPN(build_backbone(name, out_features=in_features, **options))``: outputs p2..p6 by default."""
-    options = dict(options)
-    options["out_features"] = list(in_features)  # the pyramid decides what the bottom-up returns
-    bottom_up = build_backbone(name, **options)
-    return FPN(bottom_up, in_features, out_channels=out_channels, top_block=top_block, norm=fpn_norm)
+# Fields that only our ResNets understand, at the values that ask for nothing special.
+_TIMM_NEUTRAL = {"stride_in_1x1": (False,), "shortcut": ("auto", "B"), "zero_init_residual": (False,)}
+# timm's classifiers are timm's own networks: they take none of the backbone options either.
+_TIMM_CLASSIFIER_NEUTRAL = dict(_TIMM_NEUTRAL, norm=("BN",), freeze_at=(0,), dilation=([1, 1],))
 
 
-def backbone_options(cfg: BackboneConfig) -> dict:
-    """The build options of a config (every field but ``name``, ``weights``, ``weights_format``, ``lr_mult``)."""
-    skip = {"name", "weights", "weights_format", "lr_mult"}
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
+def _check_timm(cfg: BackboneConfig, neutral: dict) -> str:
+    for key, values in neutral.items():
+        value = getattr(cfg, key)
+        if (list(value) if key == "dilation" else value) not in values:
+            raise ValueError(f"{cfg.name}: option {key}={value!r} applies to our ResNets, not to timm models")
+    return timm_model_name(cfg.name)
 
 
-def _load_configured_weights(model: nn.Module, cfg: BackboneConfig, target: nn.Module) -> nn.Module:
-    if cfg.weights:
-        model.load_report = load_weights(target, cfg.weights, format=cfg.weights_format)
+def _load(model: nn.Module, cfg: BackboneConfig) -> nn.Module:
+    model.load_report = load_weights(model, cfg.weights, format=cfg.weights_format) if cfg.weights else None
     return model
 
 
-def build_backbone_from_config(cfg: BackboneConfig, fpn: bool = False, **fpn_options) -> Backbone:
-    """Build as the config says and load ``cfg.weights`` if set; the report is ``model.load_report``.
+def build_backbone(cfg: Union[BackboneConfig, str], *, fpn: Union[FPNOptions, bool, None] = None,
+                   **overrides) -> Backbone:
+    """The feature extractor: ``forward(x) -> {name: map}`` with ``out_channels`` and ``strides``.
 
-    With ``fpn=True``, ``fpn_options`` (in_features, out_channels, top_block, fpn_norm) shape the
-    pyramid and the bottom-up returns what it needs, whatever ``cfg.out_features`` says.
+    ``fpn`` (``FPNOptions``, or True for the defaults) puts an FPN on it; the bottom-up network then
+    returns the pyramid's ``in_features`` whatever ``cfg.out_features`` says. ``cfg.weights`` loads
+    into the returned network (an FPN's own layers are reported missing from plain backbone weights).
+
+    >>> model = build_backbone("resnet18", norm="FrozenBN", freeze_at=2)
+    >>> model.out_features, model.strides["res5"]
+    (['res2', 'res3', 'res4', 'res5'], 32)
+    >>> build_backbone(BackboneConfig(name="resnet18"), fpn=FPNOptions(out_channels=64)).out_features
+    ['p2', 'p3', 'p4', 'p5', 'p6']
     """
-    options = backbone_options(cfg)
-    if fpn:
-        options.pop("out_features")
-        model = build_fpn_backbone(cfg.name, **fpn_options, **options)
+    cfg = _config(cfg, overrides)
+    fpn = FPNOptions() if fpn is True else fpn or None
+    out_features = list(fpn.in_features) if fpn else cfg.out_features
+    timm_name = timm_model_name(cfg.name)
+    if timm_name is not None:
+        _check_timm(cfg, _TIMM_NEUTRAL)
+        model = TimmBackbone(timm_name, out_features=out_features, norm=cfg.norm, freeze_at=cfg.freeze_at,
+                             dilation=cfg.dilation)
     else:
-        model = build_backbone(cfg.name, **options)
-    return _load_configured_weights(model, cfg, model)
+        net = _network(cfg.name)
+        model = net.make(None, out_features=out_features, **_resnet_options(cfg, net))
+    if fpn:
+        model = FPN(model, **dataclasses.asdict(fpn))
+    return _load(model, cfg)
 
 
-def build_classifier_from_config(cfg: BackboneConfig, num_classes: int) -> nn.Module:
-    """The classifier of ``cfg.name`` (``out_features`` does not apply), with ``cfg.weights`` loaded."""
-    options = backbone_options(cfg)
-    options.pop("out_features")
-    if cfg.name.startswith("timm:"):
-        for key in ("norm", "freeze_at", "dilation"):
-            value = options.pop(key)
-            if value != dataclasses.asdict(BackboneConfig())[key]:
-                raise ValueError(f"{cfg.name}: option {key}={value!r} is not supported for timm classifiers")
-    model = build_classifier(cfg.name, num_classes, **options)
-    return _load_configured_weights(model, cfg, model)
+def build_classifier(cfg: Union[BackboneConfig, str], num_classes: int = 1000, **overrides) -> nn.Module:
+    """The network with global pooling and ``fc`` (torchvision's names); ``forward(x)`` -> logits.
 
+    ``cfg.out_features`` does not apply. A ``timm:<model>`` is timm's own classifier.
 
-def build_resnet_stage(name: str, stage: str = "res5", **options) -> nn.Sequential:
-    """One stage of ResNet ``name`` built as the backbone would (e.g. the ``res5`` head of a C4 detector).
-
-    Parameter names inside are those of ``layerN`` (``0.conv1.weight``...), so ``layer4.*`` weights
-    load with the prefix changed; ``in_channels`` and ``out_channels`` are set on the returned module.
+    >>> import torch
+    >>> model = build_classifier("cifar_resnet20", 10)
+    >>> model(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 10])
     """
-    if not stage.startswith("res") or stage == "res2":
-        raise ValueError(f"build_resnet_stage: '{stage}' must be one of res3, res4, res5")
-    model = build_backbone(name, **dict(options, out_features=[f"res{int(stage[3:]) - 1}", stage]))
-    if not isinstance(model, ResNet):
-        raise ValueError(f"build_resnet_stage: {name} is not one of our ResNets")
-    module = getattr(model, f"layer{int(stage[3:]) - 1}")
-    module.in_channels = model.out_channels[f"res{int(stage[3:]) - 1}"]
-    module.out_channels = model.out_channels[stage]
+    cfg = _config(cfg, overrides)
+    timm_name = timm_model_name(cfg.name)
+    if timm_name is not None:
+        model = timm_classifier(_check_timm(cfg, _TIMM_CLASSIFIER_NEUTRAL), num_classes)
+    else:
+        net = _network(cfg.name)
+        model = net.make(num_classes, **_resnet_options(cfg, net))
+    return _load(model, cfg)
+
+
+def build_resnet_stage(cfg: Union[BackboneConfig, str], stage: str = "res5", **overrides) -> nn.Sequential:
+    """Stage ``stage`` of the ResNet ``cfg`` describes, alone, built as the whole network would build
+    it (the ``res5`` head of a C4 detector), without building the stages before it.
+
+    Parameter names inside are those of ``layerN`` (``0.conv1.weight``...); ``cfg.weights`` loads its
+    ``layerN.*`` tensors. ``in_channels`` and ``out_channels`` are set on the returned module.
+
+    >>> res5 = build_resnet_stage("resnet50", "res5", norm="FrozenBN")
+    >>> res5.in_channels, res5.out_channels
+    (1024, 2048)
+    """
+    cfg = _config(cfg, overrides)
+    net = _network(cfg.name)
+    module = net.cls.build_stage(net.block, net.layers, stage, plain=net.plain, **_resnet_options(cfg, net))
+    module.load_report = None
+    if cfg.weights:
+        holder = nn.Module()  # gives the stage its name in the whole network, so the file's keys match
+        holder.add_module(f"layer{int(stage[3:]) - 1}", module)
+        report = load_weights(holder, cfg.weights, format=cfg.weights_format)
+        if report.format == "msra" and not cfg.stride_in_1x1 and net.block is Bottleneck:
+            raise ValueError("MSRA/Detectron weights put the bottleneck stride in the first 1x1 convolution; "
+                             "build the stage with stride_in_1x1=True")
+        module.load_report = report
     return module

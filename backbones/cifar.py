@@ -13,10 +13,17 @@ from torch import nn
 from .norm import get_norm
 from .resnet import BasicBlock, ResNet
 
-__all__ = ["CifarResNet", "cifar_resnet", "CIFAR_DEPTHS", "CIFAR_PLAIN_DEPTHS"]
+__all__ = ["CifarResNet", "cifar_layers", "CIFAR_DEPTHS", "CIFAR_PLAIN_DEPTHS"]
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def cifar_layers(depth: int) -> list:
+    """Blocks per stage of the 6n+2-layer network: [n, n, n]."""
+    if (depth - 2) % 6 != 0 or depth < 8:
+        raise ValueError(f"CIFAR ResNets have 6n+2 layers (20, 32, 44, 56, 110, 1202, ...), got {depth}")
+    return [(depth - 2) // 6] * 3
 
 
 class CifarResNet(ResNet):
@@ -25,20 +32,13 @@ class CifarResNet(ResNet):
     stem_stride = 1
 
     def __init__(self, depth: int = 20, num_classes=10, *, shortcut: str = "A", **kwargs) -> None:
-        if (depth - 2) % 6 != 0 or depth < 8:
-            raise ValueError(f"CIFAR ResNets have 6n+2 layers (20, 32, 44, 56, 110, 1202, ...), got {depth}")
         if tuple(kwargs.pop("dilation", (1, 1))) != (1, 1):
             raise ValueError("dilation applies to res4/res5 of ImageNet ResNets, not to CIFAR ResNets")
-        n = (depth - 2) // 6
         self.depth = depth
-        super().__init__(BasicBlock, [n, n, n], num_classes, shortcut=shortcut, **kwargs)
+        super().__init__(BasicBlock, cifar_layers(depth), num_classes, shortcut=shortcut, **kwargs)
 
     def _build_stem(self, norm: str) -> None:
         self.conv1 = nn.Conv2d(3, self.stem_channels, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = get_norm(norm, self.stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity()  # no max-pool on 32x32 inputs; kept so forward is the parent's
-
-
-def cifar_resnet(depth: int, plain: bool = False, num_classes=10, **kwargs) -> CifarResNet:
-    return CifarResNet(depth, num_classes, plain=plain, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence
 
@@ -20,10 +21,19 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from .base import Backbone
 from .norm import get_norm
 
-__all__ = ["FPN", "TOP_BLOCKS"]
+__all__ = ["FPN", "FPNOptions", "TOP_BLOCKS"]
 
 # "p6p7" computes P6 from P5 (torchvision's retinanet_resnet50_fpn), "p6p7_c5" from C5 (its _v2, detectron2).
 TOP_BLOCKS = (None, "maxpool", "p6p7", "p6p7_c5")
+
+
+@dataclass(frozen=True)
+class FPNOptions:
+    """The pyramid's own options (``build_backbone(cfg, fpn=FPNOptions(...))``); the names are FPN's."""
+    in_features: Sequence[str] = ("res2", "res3", "res4", "res5")  # what the bottom-up returns
+    out_channels: int = 256
+    top_block: Optional[str] = "maxpool"  # see TOP_BLOCKS
+    norm: Optional[str] = None  # of the pyramid's convolutions (None: no norm, as torchvision)
 
 
 class FPN(Backbone):

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 __all__ = ["NORMS", "get_norm", "convert_frozen_batchnorm", "convert_sync_batchnorm", "FrozenBatchNorm2d",
-           "is_norm", "BN_EPS",
+           "BN_EPS",
            "TORCHVISION_INPUT_NORM", "MSRA_INPUT_NORM", "normalize_image", "rgb01_mean_std", "check_input_norm"]
 
 NORMS = ("BN", "SyncBN", "FrozenBN", "GN")
@@ -40,10 +40,6 @@ def get_norm(norm: str, channels: int) -> nn.Module:
     if norm == "GN":
         return nn.GroupNorm(_gn_groups(channels), channels)
     raise ValueError(f"norm '{norm}' is not known; choose one of {', '.join(NORMS)}")
-
-
-def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d, nn.GroupNorm))
 
 
 def _frozen_from(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:

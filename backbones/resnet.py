@@ -22,7 +22,7 @@ Options beyond torchvision:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Type, Union
+from typing import List, NamedTuple, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,7 @@ from torch import Tensor, nn
 from .base import Backbone, freeze_module
 from .norm import get_norm
 
-__all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "make_stage", "RESNET_LAYERS",
-           "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-           "plain18", "plain34", "plain50", "plain101", "plain152"]
+__all__ = ["BasicBlock", "Bottleneck", "ZeroPadShortcut", "ResNet", "make_stage", "RESNET_LAYERS"]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -209,6 +207,37 @@ def make_stage(
     return nn.Sequential(*layers)
 
 
+class StageSpec(NamedTuple):
+    name: str  # res2..
+    module: str  # layer1.. (torchvision's attribute name)
+    inplanes: int
+    planes: int
+    blocks: int
+    stride: int
+    dilation: int
+    first_dilation: int
+    out_channels: int
+    out_stride: int  # of the stage's output, relative to the input image
+
+
+def init_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
+    """torchvision's initialisation: Kaiming for convolutions, norms at 1 and 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+    # Zero-initialize the last norm in each residual branch, so that each block starts as an
+    # identity. This improves the model by 0.2~0.3% according to https://arxiv.org/abs/1706.02677
+    if zero_init_residual:
+        for m in module.modules():
+            last_norm = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+            if last_norm is not None:
+                nn.init.zeros_(last_norm.weight)
+
+
 class ResNet(Backbone):
     # Subclasses (CIFAR) change the stem and the stage widths.
     stage_widths: Sequence[int] = (64, 128, 256, 512)
@@ -244,10 +273,6 @@ class ResNet(Backbone):
         out_features = sorted(set(out_features), key=valid.index)
         if zero_init_residual and plain:
             raise ValueError("zero_init_residual would zero every block of a plain network (no shortcut)")
-        dilation = list(dilation)
-        if len(dilation) != 2 or dilation[1] < dilation[0] or any(d < 1 for d in dilation):
-            raise ValueError(f"dilation [res4, res5] must be positive and non-decreasing, got {dilation}")
-
         self.num_classes = num_classes
         self.depth_layers = list(layers)
         self.plain, self.shortcut, self.stride_in_1x1, self.norm = plain, shortcut, stride_in_1x1, norm
@@ -258,39 +283,20 @@ class ResNet(Backbone):
         last = len(stage_names) if num_classes is not None else max(valid.index(f) for f in out_features)
         self.out_channels = {"stem": self.stem_channels}
         self.strides = {"stem": self.stem_stride}
-        stage_dilations = {"res4": dilation[0], "res5": dilation[1]}
-        inplanes, stride_now, previous_dilation = self.stem_channels, self.stem_stride, 1
-        for i in range(last):
-            name, width = stage_names[i], self.stage_widths[i]
-            d = stage_dilations.get(name, 1)
-            stride = 1 if i == 0 or d > 1 else 2  # a dilated stage keeps its input resolution
-            stage = make_stage(block, inplanes, width, layers[i], stride, d, previous_dilation, plain=plain,
-                               shortcut=shortcut, stride_in_1x1=stride_in_1x1, norm=norm)
-            setattr(self, f"layer{i + 1}", stage)
-            inplanes, stride_now, previous_dilation = width * block.expansion, stride_now * stride, d
-            self.out_channels[name], self.strides[name] = inplanes, stride_now
+        for spec in self.stage_specs(block, layers, dilation)[:last]:
+            stage = make_stage(block, spec.inplanes, spec.planes, spec.blocks, spec.stride, spec.dilation,
+                               spec.first_dilation, plain=plain, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
+                               norm=norm)
+            setattr(self, spec.module, stage)
+            self.out_channels[spec.name], self.strides[spec.name] = spec.out_channels, spec.out_stride
         self._num_stages = last
         self.out_channels = {k: self.out_channels[k] for k in out_features}
         self.strides = {k: self.strides[k] for k in out_features}
 
         if num_classes is not None:
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(inplanes, num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-        # Zero-initialize the last norm in each residual branch, so that each block starts as an
-        # identity. This improves the model by 0.2~0.3% according to https://arxiv.org/abs/1706.02677
-        if zero_init_residual:
-            for m in self.modules():
-                last_norm = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
-                if last_norm is not None:
-                    nn.init.zeros_(last_norm.weight)
+            self.fc = nn.Linear(self.stage_widths[-1] * block.expansion, num_classes)
+        init_weights(self, zero_init_residual)
 
         self.freeze_at = 0
         self.freeze(freeze_at)
@@ -300,6 +306,46 @@ class ResNet(Backbone):
         self.bn1 = get_norm(norm, self.stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    @classmethod
+    def stage_specs(cls, block: Block, layers: Sequence[int], dilation: Sequence[int] = (1, 1)) -> List["StageSpec"]:
+        """Where each stage starts and what it makes, without building anything (the network's plan)."""
+        dilation = list(dilation)
+        if len(dilation) != 2 or dilation[1] < dilation[0] or any(d < 1 for d in dilation):
+            raise ValueError(f"dilation [res4, res5] must be positive and non-decreasing, got {dilation}")
+        stage_dilations = {"res4": dilation[0], "res5": dilation[1]}
+        specs = []
+        inplanes, stride_now, previous_dilation = cls.stem_channels, cls.stem_stride, 1
+        for i, (blocks, width) in enumerate(zip(layers, cls.stage_widths)):
+            name = f"res{i + 2}"
+            d = stage_dilations.get(name, 1)
+            stride = 1 if i == 0 or d > 1 else 2  # a dilated stage keeps its input resolution
+            out = width * block.expansion
+            specs.append(StageSpec(name, f"layer{i + 1}", inplanes, width, blocks, stride, d, previous_dilation,
+                                   out, stride_now * stride))
+            inplanes, stride_now, previous_dilation = out, stride_now * stride, d
+        return specs
+
+    @classmethod
+    def build_stage(cls, block: Block, layers: Sequence[int], stage: str, *, plain: bool = False,
+                    shortcut: str = "B", stride_in_1x1: bool = False, norm: str = "BN", freeze_at: int = 0,
+                    dilation: Sequence[int] = (1, 1), zero_init_residual: bool = False) -> nn.Sequential:
+        """Stage ``stage`` (``res3``..) alone, exactly as the whole network would build, initialise and
+        freeze it; ``in_channels`` and ``out_channels`` are set on the returned module."""
+        specs = {s.name: s for s in cls.stage_specs(block, layers, dilation)}
+        if stage not in specs or stage == "res2":
+            raise ValueError(f"stage '{stage}': choose one of {', '.join(n for n in specs if n != 'res2')}")
+        if zero_init_residual and plain:
+            raise ValueError("zero_init_residual would zero every block of a plain network (no shortcut)")
+        spec = specs[stage]
+        module = make_stage(block, spec.inplanes, spec.planes, spec.blocks, spec.stride, spec.dilation,
+                            spec.first_dilation, plain=plain, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
+                            norm=norm)
+        init_weights(module, zero_init_residual)
+        if freeze_at >= int(stage[3:]):  # as ResNet.freeze: freeze_at k covers res2..resk
+            module = freeze_module(module)
+        module.in_channels, module.out_channels = spec.inplanes, spec.out_channels
+        return module
 
     def stages(self):
         """(name, module) of the built stages: ``res2`` -> ``layer1``, ..."""
@@ -361,48 +407,3 @@ RESNET_LAYERS = {
     101: (Bottleneck, [3, 4, 23, 3]),
     152: (Bottleneck, [3, 8, 36, 3]),
 }
-
-
-def _resnet(depth: int, plain: bool, **kwargs) -> ResNet:
-    block, layers = RESNET_LAYERS[depth]
-    return ResNet(block, layers, plain=plain, **kwargs)
-
-
-def resnet18(**kwargs) -> ResNet:
-    return _resnet(18, False, **kwargs)
-
-
-def resnet34(**kwargs) -> ResNet:
-    return _resnet(34, False, **kwargs)
-
-
-def resnet50(**kwargs) -> ResNet:
-    return _resnet(50, False, **kwargs)
-
-
-def resnet101(**kwargs) -> ResNet:
-    return _resnet(101, False, **kwargs)
-
-
-def resnet152(**kwargs) -> ResNet:
-    return _resnet(152, False, **kwargs)
-
-
-def plain18(**kwargs) -> ResNet:
-    return _resnet(18, True, **kwargs)
-
-
-def plain34(**kwargs) -> ResNet:
-    return _resnet(34, True, **kwargs)
-
-
-def plain50(**kwargs) -> ResNet:
-    return _resnet(50, True, **kwargs)
-
-
-def plain101(**kwargs) -> ResNet:
-    return _resnet(101, True, **kwargs)
-
-
-def plain152(**kwargs) -> ResNet:
-    return _resnet(152, True, **kwargs)

@@ -1,6 +1,7 @@
 """Config schema of classification pretraining and fine-tuning (``tools/train_cls.py``).
 
-The shared vocabulary (docs/ARCHITECTURE.md) comes from :mod:`engine.config`; what is added here is the
+The shared header (docs/ARCHITECTURE.md) is :class:`engine.config.RunConfig` and the backbone's
+vocabulary :class:`backbones.config.BackboneConfig`; what is added here is the
 classification data (ImageFolder trees or the built-in synthetic shapes), the augmentation recipe
 and the test-time options of the paper (10-crop, fully-convolutional multi-scale testing).
 """
@@ -10,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from engine.config import BackboneConfig, ConfigError, LoggingConfig, SolverConfig, TestConfig, choice
+from backbones.config import BackboneConfig
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
 
 __all__ = ["ClsConfig", "ClsModelConfig", "ClsDataConfig", "ClsDatasetConfig", "SyntheticShapesConfig",
            "ClsTestConfig", "RECIPES"]
@@ -117,17 +119,14 @@ class ClsTestConfig(TestConfig):
 
 
 @dataclass
-class ClsConfig:
+class ClsConfig(RunConfig):
     output_dir: str = "runs/classification"
-    seed: int = 0
-    deterministic: bool = False
-    model: ClsModelConfig = field(default_factory=ClsModelConfig)
-    data: ClsDataConfig = field(default_factory=ClsDataConfig)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(
         base_lr=0.1, momentum=0.9, weight_decay=1e-4, ims_per_batch=256, max_iter=600000,
         lr_schedule="plateau", checkpoint_period=5000))
     test: ClsTestConfig = field(default_factory=lambda: ClsTestConfig(ims_per_batch=256))
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    model: ClsModelConfig = field(default_factory=ClsModelConfig)
+    data: ClsDataConfig = field(default_factory=ClsDataConfig)
 
     def validate(self, prefix: str = "") -> None:
         if not self.data.train and not self.data.val:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from backbones.build import build_classifier_from_config
+from backbones.build import build_classifier
 from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
 from backbones.weights import load_weights
 from engine.checkpoint import load_checkpoint
@@ -75,8 +75,7 @@ class ClassificationPredictor:
                              f"{cfg.model.num_classes} in the config")
         self.topk = max(1, min(int(topk), cfg.model.num_classes))
 
-        model = build_classifier_from_config(dataclasses.replace(cfg.model.backbone, weights=None),
-                                             cfg.model.num_classes)
+        model = build_classifier(dataclasses.replace(cfg.model.backbone, weights=None), cfg.model.num_classes)
         state = ckpt["model_ema"] if isinstance(ckpt.get("model_ema"), dict) and ckpt["model_ema"] else ckpt["model"]
         self.load_report = load_weights(model, {"model": state, "meta": meta}, strict_shapes=True)
         if self.load_report.missing or self.load_report.unexpected:

@@ -31,7 +31,7 @@ from engine.data import build_inference_loader
 from engine.dist import get_world_size, is_main_process
 from engine.sampler import gather_in_order
 
-from backbones.build import backbone_options, build_classifier_from_config
+from backbones.build import build_classifier
 from .data import build_classification_set
 from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
 from .transforms import build_eval_transform, build_train_transform
@@ -117,7 +117,8 @@ class ClassificationTask:
         mcfg = self.cfg.model
         bcfg = mcfg.backbone
         try:
-            model = build_classifier_from_config(dataclasses.replace(bcfg, weights=None), mcfg.num_classes)
+            # the weights load below, where a head of another shape may start new (fine-tuning)
+            model = build_classifier(dataclasses.replace(bcfg, weights=None), mcfg.num_classes)
         except ValueError as e:
             raise ConfigError(f"model.backbone: {e}") from None
         self.head_name = classifier_head_name(model)
@@ -269,7 +270,7 @@ class ClassificationTask:
 
     def checkpoint_meta(self) -> dict:
         bcfg = self.cfg.model.backbone
-        options = backbone_options(bcfg)
+        options = bcfg.network_options()
         options.pop("out_features")
         return {"task": "classification", "input_norm": dict(self.input_norm), "class_names": list(self.classes),
                 "num_classes": self.cfg.model.num_classes,

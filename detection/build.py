@@ -10,6 +10,7 @@ region as the head, average pooling, and sibling classifier / box regressor.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional, Tuple
 
@@ -21,7 +22,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from backbones import FPN, build_backbone, load_weights
+from backbones import FPNOptions, build_backbone, build_resnet_stage, load_weights, timm_model_name
 from backbones.norm import TORCHVISION_INPUT_NORM
 
 from .config import DetModelConfig, InputConfig
@@ -30,19 +31,8 @@ from .rcnn import RCNN, RCNNTransform
 
 logger = logging.getLogger(__name__)
 
-FPN_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
-
-
-def _backbone_options(cfg: DetModelConfig) -> dict:
-    bb = cfg.backbone
-    return dict(norm=bb.norm, freeze_at=bb.freeze_at, stride_in_1x1=bb.stride_in_1x1,
-                shortcut=bb.shortcut, dilation=list(bb.dilation),
-                zero_init_residual=bb.zero_init_residual)
-
-
-def _load_backbone_weights(module: nn.Module, cfg: DetModelConfig) -> None:
-    if cfg.backbone.weights:
-        report = load_weights(module, cfg.backbone.weights, format=cfg.backbone.weights_format)
+def _log_report(report, cfg: DetModelConfig) -> None:
+    if report is not None:
         logger.info("backbone weights from %s:\n%s", cfg.backbone.weights, report)
 
 
@@ -71,10 +61,8 @@ def _build_fpn(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
     if in_features != ["res2", "res3", "res4", "res5"]:
         raise ValueError("FPN detectors take model.backbone.out_features [res2, res3, res4, res5], "
                          f"got {cfg.backbone.out_features}")
-    bottom_up = build_backbone(cfg.backbone.name, out_features=in_features, **_backbone_options(cfg))
-    _load_backbone_weights(bottom_up, cfg)
-    backbone = FPN(bottom_up, in_features=in_features, out_channels=cfg.fpn_channels,
-                   top_block="maxpool")
+    backbone = build_backbone(cfg.backbone, fpn=FPNOptions(in_features, cfg.fpn_channels, top_block="maxpool"))
+    _log_report(backbone.load_report, cfg)
     levels = list(backbone.out_features)
     if len(cfg.rpn.anchor_sizes) != len(levels):
         raise ValueError(f"model.rpn.anchor_sizes: FPN has {len(levels)} levels {levels}, "
@@ -99,21 +87,24 @@ def _build_fpn(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
 
 
 def _build_c4(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
-    if cfg.backbone.name.startswith("timm:") or cfg.backbone.name.startswith("cifar"):
-        raise ValueError(f"model.arch C4 runs res5 of a ResNet per region; '{cfg.backbone.name}' has none "
+    name = cfg.backbone.name
+    if timm_model_name(name) is not None or name.startswith("cifar"):
+        raise ValueError(f"model.arch C4 runs res5 of a ResNet per region; '{name}' has none "
                          "(use arch: FPN for timm backbones)")
-    opts = _backbone_options(cfg)
-    # Build the whole network once to load the weights file (res5 included), then hand res5 to the
-    # head: the shared trunk stops at res4.
-    full = build_backbone(cfg.backbone.name, out_features=["res4", "res5"], **opts)
-    _load_backbone_weights(full, cfg)
-    backbone = build_backbone(cfg.backbone.name, out_features=["res4"], **opts)
-    missing, unexpected = backbone.load_state_dict(full.state_dict(), strict=False)
-    assert not missing and all(k.startswith("layer4.") for k in unexpected), (missing, unexpected)
-    backbone.input_norm = dict(full.input_norm)
-    res5 = full.layer4
-    stride = backbone.strides["res4"]
-    channels = full.out_channels["res5"]
+    # The shared trunk stops at res4; res5 is built alone for the head. The weights file is read
+    # once, into the trunk lent res5 under its torchvision name (layer4), so every key matches.
+    unloaded = dataclasses.replace(cfg.backbone, weights=None)
+    backbone = build_backbone(unloaded, out_features=["res4"])
+    res5 = build_resnet_stage(unloaded, "res5")
+    backbone.load_report = None
+    if cfg.backbone.weights:
+        backbone.layer4 = res5
+        try:
+            backbone.load_report = load_weights(backbone, cfg.backbone.weights, format=cfg.backbone.weights_format)
+        finally:
+            del backbone.layer4
+        _log_report(backbone.load_report, cfg)
+    stride, channels = backbone.strides["res4"], res5.out_channels
 
     anchors = AnchorGenerator((tuple(cfg.rpn.anchor_sizes),), (tuple(cfg.rpn.aspect_ratios),))
     rpn = _rpn(cfg, anchors, backbone.out_channels["res4"])
@@ -134,7 +125,7 @@ def build_detector(cfg: DetModelConfig, input_cfg: Optional[InputConfig] = None)
     """The detector of ``cfg``, backbone weights loaded from ``cfg.backbone.weights`` when set.
 
     Whole-detector weights (``cfg.weights``, a checkpoint) are loaded by the caller through
-    :func:`detection.checkpoint.load_detector_weights`, after any layout changes.
+    :func:`detection.weights.load_detector_weights`, after any layout changes.
     """
     input_cfg = input_cfg or InputConfig()
     backbone, rpn, roi_heads = (_build_fpn if cfg.arch == "FPN" else _build_c4)(cfg)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from engine.config import (BackboneConfig, ConfigError, LoggingConfig, SolverConfig, TestConfig,
-                           choice)
+from backbones.config import BackboneConfig
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
 
 
 @dataclass
@@ -102,15 +102,12 @@ class DetTestConfig(TestConfig):
 
 
 @dataclass
-class DetConfig:
+class DetConfig(RunConfig):
     output_dir: str = "runs/detection"
-    seed: int = 0
-    deterministic: bool = False
-    model: DetModelConfig = field(default_factory=DetModelConfig)
-    input: InputConfig = field(default_factory=InputConfig)
-    data: DetDataConfig = field(default_factory=DetDataConfig)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(
         base_lr=0.02, weight_decay=1e-4, ims_per_batch=16, reference_batch=16, max_iter=90000,
         steps=[60000, 80000], warmup_iters=1000, checkpoint_period=5000))
     test: DetTestConfig = field(default_factory=DetTestConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    data: DetDataConfig = field(default_factory=DetDataConfig)

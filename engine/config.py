@@ -31,38 +31,9 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# The shared vocabulary (docs/ARCHITECTURE.md): every task's schema is built from these pieces.
+# The shared vocabulary (docs/ARCHITECTURE.md): every task's config is a RunConfig. The backbone's
+# vocabulary is backbones.config.BackboneConfig: this layer knows no network.
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BackboneConfig:
-    name: str = "resnet50"  # resnet18..152, plain18.., cifar_resnet20.., timm:<model>
-    weights: Optional[str] = None  # local file: torchvision / timm / reskit / safetensors / MSRA .pkl
-    weights_format: str = "auto"  # auto | reskit | torchvision | timm | safetensors | msra
-    norm: str = "BN"  # BN | SyncBN | FrozenBN | GN
-    freeze_at: int = 0  # 0 none, 1 stem, 2 stem+res2, ... (as detectron2)
-    stride_in_1x1: bool = False  # MSRA placement of the stride (True) or torchvision's (False)
-    # A zero-padded identity | B projection where shape changes | C all projections |
-    # auto: the network's own default (B for ImageNet ResNets, A for CIFAR ResNets, as in the paper)
-    shortcut: str = "auto"
-    dilation: List[int] = field(default_factory=lambda: [1, 1])  # dilation of res4, res5
-    out_features: List[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
-    zero_init_residual: bool = False  # last norm of each block starts at zero
-    lr_mult: float = 1.0  # backbone learning rate = base_lr * lr_mult (fine-tuning)
-
-    def validate(self, prefix: str = "") -> None:
-        choice(prefix + "norm", self.norm, ["BN", "SyncBN", "FrozenBN", "GN"])
-        choice(prefix + "shortcut", self.shortcut, ["auto", "A", "B", "C"])
-        choice(prefix + "weights_format", self.weights_format,
-               ["auto", "reskit", "torchvision", "timm", "safetensors", "msra"])
-        if len(self.dilation) != 2 or any(d not in (1, 2, 4) for d in self.dilation):
-            raise ConfigError(f"{prefix}dilation: expected [res4, res5] dilations from 1, 2, 4, "
-                              f"got {self.dilation}")
-        if not 0 <= self.freeze_at <= 5:
-            raise ConfigError(f"{prefix}freeze_at: expected 0..5, got {self.freeze_at}")
-        if self.weights and not os.path.isfile(self.weights):
-            raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
 
 
 @dataclass
@@ -122,6 +93,32 @@ class LoggingConfig:
     log_period: int = 20
     tensorboard: bool = True
     progress_bar: bool = True
+
+
+@dataclass
+class DistConfig:
+    """How ranks talk under torchrun (engine.dist.init_distributed reads it)."""
+    backend: str = "auto"  # auto: nccl when the process drives a GPU, gloo on CPUs | nccl | gloo
+    timeout: float = 1800.0  # seconds a collective may wait for the other ranks before failing
+
+    def validate(self, prefix: str = "") -> None:
+        choice(prefix + "backend", self.backend, ["auto", "nccl", "gloo"])
+        if self.timeout <= 0:
+            raise ConfigError(f"{prefix}timeout: seconds, must be positive, got {self.timeout}")
+
+
+@dataclass
+class RunConfig:
+    """The header every task config shares (detection.config.DetConfig, segmentation.config.SegConfig,
+    classification.config.ClsConfig extend it, overriding defaults such as ``solver`` or ``output_dir``
+    and adding ``model`` and ``data``). engine.trainer.Trainer needs no more than this."""
+    output_dir: str = "runs/run"
+    seed: int = 0
+    deterministic: bool = False
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 # --------------------------------------------------------------------------------------------------

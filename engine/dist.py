@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node=N tools/train_x.py ...`` (and ``--nnodes`` / ``--rdzv_*`` for several
 machines) exports RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; :func:`init_distributed`
 reads them. Without torchrun everything below works as a world of one process, with no process group.
-Backend: NCCL when the process drives a GPU, gloo on CPUs.
+Backend: NCCL when the process drives a GPU, gloo on CPUs, unless the config's ``dist.backend`` says.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any, Dict, List
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .config import ConfigError
 
 
 def is_dist() -> bool:
@@ -43,20 +45,33 @@ def get_device() -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(timeout_minutes: float = 30.0) -> torch.device:
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``auto`` -> NCCL when the process drives a GPU, gloo on CPUs; ``nccl`` / ``gloo`` as asked."""
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend not in ("nccl", "gloo"):
+        raise ConfigError(f"dist.backend: '{backend}' is not one of auto, nccl, gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("dist.backend: nccl needs a CUDA GPU per rank; use gloo (or auto) on CPUs")
+    return backend
+
+
+def init_distributed(backend: str = "auto", timeout: float = 1800.0) -> torch.device:
     """Join the process group torchrun describes (no-op without torchrun) and return this rank's device.
 
-    The Trainer calls it; a tool that needs ranks before building its task may call it first (calling
-    it twice is safe).
+    ``backend`` and ``timeout`` (seconds a collective waits for the other ranks) are the config's
+    ``dist`` section (engine.config.DistConfig). The rendezvous is torchrun's environment (env://:
+    RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). The Trainer calls it; a tool that needs ranks
+    before building its task may call it first (calling it twice is safe).
     """
     device = get_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL collectives and all_gather_object use the current device
     if is_dist() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return device
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
+    backend = resolve_backend(backend, device)
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
     return device
 
 

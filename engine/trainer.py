@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, save_config, to_dict
+from .config import ConfigError, DistConfig, save_config, to_dict
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor)
@@ -85,7 +85,8 @@ class Trainer:
         self.task = task
         self.max_iter = solver.max_iter
         set_deterministic(cfg.deterministic)
-        self.device = init_distributed()
+        dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
+        self.device = init_distributed(dist_cfg.backend, dist_cfg.timeout)
         self._check_config()
 
         seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up

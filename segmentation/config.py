@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from engine.config import (BackboneConfig, ConfigError, LoggingConfig, SolverConfig, TestConfig,
-                           choice)
+from backbones.config import BackboneConfig
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
 
 HEADS = ("fcn", "deeplabv3", "semantic_fpn")
 HEAD_NORMS = ("BN", "SyncBN", "GN")
@@ -117,12 +117,8 @@ class SegDataConfig:
 
 
 @dataclass
-class SegConfig:
+class SegConfig(RunConfig):
     output_dir: str = "runs/segmentation"
-    seed: int = 0
-    deterministic: bool = False
-    model: SegModelConfig = field(default_factory=SegModelConfig)
-    data: SegDataConfig = field(default_factory=SegDataConfig)
     # torchvision's optimiser and schedule shape; its length (30 epochs, written for a batch of 32)
     # lives in configs/segmentation/_base_/schedule_30e.yaml, since max_epochs here would silently
     # override every max_iter a config sets.
@@ -130,4 +126,5 @@ class SegConfig:
         base_lr=0.02, momentum=0.9, weight_decay=1e-4, ims_per_batch=32, lr_schedule="poly", poly_power=0.9,
         checkpoint_period=5000))
     test: TestConfig = field(default_factory=lambda: TestConfig(ims_per_batch=8))
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    data: SegDataConfig = field(default_factory=SegDataConfig)

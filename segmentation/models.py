@@ -8,12 +8,11 @@ is applied inside the model, in one place, so data pipelines never normalise.
 
 Parameter names are torchvision's for FCN and DeepLabV3 (``backbone.layer4.0.conv2.weight``,
 ``classifier.4.weight``, ``aux_classifier.0.weight``): its ``fcn_resnet50`` / ``deeplabv3_resnet50``
-state dicts load as they are (``segmentation.convert``). The semantic FPN model holds an FPN backbone
+state dicts load as they are (``segmentation.weights``). The semantic FPN model holds an FPN backbone
 (``backbone.bottom_up.*``, ``backbone.fpn.*``) and ``classifier`` is its :class:`SemanticFPNHead`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
 from typing import Dict, Optional
@@ -21,7 +20,7 @@ from typing import Dict, Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbones import FPN, build_backbone_from_config, normalize_image
+from backbones import FPN, FPNOptions, build_backbone, normalize_image
 
 from .config import SegModelConfig
 from .heads import DeepLabHead, FCNHead, SemanticFPNHead, replace_batch_norm
@@ -79,16 +78,14 @@ def build_segmentation_model(cfg: SegModelConfig) -> SemanticSegmentor:
     checkpoint) is loaded by the caller: see :func:`segmentation.weights.load_segmentation_weights`."""
     bb = cfg.backbone
     if cfg.head == "semantic_fpn":
-        backbone = build_backbone_from_config(bb, fpn=True, in_features=("res2", "res3", "res4", "res5"),
-                                              out_channels=cfg.fpn_channels, top_block=None)
+        backbone = build_backbone(bb, fpn=FPNOptions(out_channels=cfg.fpn_channels, top_block=None))
         levels = {f: backbone.out_channels[f] for f in backbone.out_features}
         classifier = SemanticFPNHead(levels, backbone.strides, cfg.num_classes, channels=cfg.head_channels,
                                      norm=cfg.head_norm)
         out_feature, aux_source = None, backbone.bottom_up
     else:
         # the stages up to res5 are built either way: the state dict does not depend on aux_loss
-        backbone = build_backbone_from_config(
-            dataclasses.replace(bb, out_features=["res4", "res5"] if cfg.aux_loss else ["res5"]))
+        backbone = build_backbone(bb, out_features=["res4", "res5"] if cfg.aux_loss else ["res5"])
         channels = backbone.out_channels["res5"]
         if cfg.head == "fcn":
             classifier = FCNHead(channels, cfg.num_classes)
@@ -102,7 +99,7 @@ def build_segmentation_model(cfg: SegModelConfig) -> SemanticSegmentor:
             raise ValueError(f"model.aux_loss: the backbone {bb.name} has no res4 output for the auxiliary head")
         aux_classifier = replace_batch_norm(FCNHead(aux_source.out_channels["res4"], cfg.num_classes), cfg.head_norm)
     model = SemanticSegmentor(backbone, classifier, aux_classifier, out_feature=out_feature)
-    report = getattr(backbone, "load_report", None)
+    report = backbone.load_report
     if report is not None:
         logger.info("backbone weights:\n%s", report)
     model.backbone_load_report = report

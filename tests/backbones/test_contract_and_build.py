@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from backbones import (available_networks, build_backbone, build_backbone_from_config, build_classifier,
-                       build_classifier_from_config, build_resnet_stage, load_weights)
-from engine.config import BackboneConfig
+from backbones import (BackboneConfig, FPNOptions, available_networks, build_backbone, build_classifier,
+                       build_resnet_stage, load_weights, timm_model_name)
+from engine.config import ConfigError
 
 
 def check_contract(model, size=64):
@@ -70,8 +70,33 @@ def test_every_name_builds():
 def test_unknown_name_lists_closest():
     with pytest.raises(ValueError, match=r"unknown network 'resnet51'.*closest: resnet50"):
         build_backbone("resnet51")
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(ValueError, match="unknown options.*top_block"):
+        build_backbone("resnet18", top_block="p6p7")  # an FPN option: fpn=FPNOptions(top_block=...)
+    with pytest.raises(ConfigError, match="weights: file not found: x.pth"):
         build_backbone("resnet18", weights="x.pth")
+    with pytest.raises(ConfigError, match="norm: 'XN'"):
+        build_classifier(BackboneConfig(name="resnet18"), 10, norm="XN")
+
+
+def test_a_name_with_overrides_is_the_config():
+    by_name = build_backbone("resnet18", norm="FrozenBN", freeze_at=2, dilation=[1, 2])
+    by_cfg = build_backbone(BackboneConfig(name="resnet18", norm="FrozenBN", freeze_at=2, dilation=[1, 2]))
+    assert by_name.out_features == by_cfg.out_features == ["res2", "res3", "res4", "res5"]
+    assert by_name.strides == by_cfg.strides and by_name.load_report is None
+    assert [k for k in by_name.state_dict()] == [k for k in by_cfg.state_dict()]
+    # a bare name returns the network's own stages; the config default res2..res5 would not fit CIFAR
+    assert build_backbone("cifar_resnet20").out_features == ["res2", "res3", "res4"]
+    # every config field reaches the network: none is copied by hand on the way
+    assert build_backbone(BackboneConfig(name="resnet18"), shortcut="C").layer1[0].downsample is not None
+    assert build_backbone(BackboneConfig(name="resnet18")).layer1[0].downsample is None
+
+
+def test_timm_prefix_parsed_in_one_place():
+    assert timm_model_name("timm:convnext_tiny") == "convnext_tiny" and timm_model_name("resnet50") is None
+    with pytest.raises(ValueError, match="freeze_at=2 applies to our ResNets"):
+        build_classifier("timm:resnet18", 10, freeze_at=2)
+    with pytest.raises(ValueError, match="not one of our ResNets"):
+        build_resnet_stage("timm:resnet18", "res5")
 
 
 def test_from_config_loads_weights_and_builds_fpn(tmp_path):
@@ -79,24 +104,41 @@ def test_from_config_loads_weights_and_builds_fpn(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(reference.state_dict(), path)
     cfg = BackboneConfig(name="resnet18", weights=str(path), norm="FrozenBN", freeze_at=2)
-    model = build_backbone_from_config(cfg)
+    model = build_backbone(cfg)
     assert model.load_report.format == "torchvision" and not model.load_report.missing
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert not model.layer1[0].conv1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
-    fpn = build_backbone_from_config(cfg, fpn=True, top_block="p6p7")
+    fpn = build_backbone(cfg, fpn=FPNOptions(top_block="p6p7"))
     assert fpn.out_features == ["p2", "p3", "p4", "p5", "p6", "p7"]
     assert torch.equal(fpn.bottom_up.conv1.weight, reference.conv1.weight)
-    classifier = build_classifier_from_config(BackboneConfig(name="cifar_resnet20", shortcut="A"), 10)
+    assert fpn.load_report.missing and all(k.startswith("fpn.") for k in fpn.load_report.missing)
+    classifier = build_classifier(BackboneConfig(name="cifar_resnet20", shortcut="A"), 10)
     assert classifier.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    loaded = build_classifier(cfg)
+    assert torch.equal(loaded.fc.weight, reference.fc.weight) and not loaded.load_report.missing
 
 
-def test_resnet_stage_for_c4_head():
+def test_resnet_stage_for_c4_head(tmp_path):
     res5 = build_resnet_stage("resnet50", "res5", stride_in_1x1=True)
     backbone = build_backbone("resnet50")
     layer4 = [k[len("layer4."):] for k in backbone.state_dict() if k.startswith("layer4.")]
     assert list(res5.state_dict()) == layer4
     assert (res5.in_channels, res5.out_channels) == (1024, 2048)
     assert res5[0].conv1.stride == (2, 2)
+    # built alone as the whole network builds it: dilation, freezing, norm
+    dilated = build_resnet_stage(BackboneConfig(name="resnet18", dilation=[1, 2], norm="FrozenBN", freeze_at=5))
+    whole = build_backbone("resnet18", dilation=[1, 2], norm="FrozenBN", freeze_at=5)
+    assert [m.dilation for m in dilated.modules() if isinstance(m, torch.nn.Conv2d)] == \
+        [m.dilation for m in whole.layer4.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not any(p.requires_grad for p in dilated.parameters())
+    with pytest.raises(ValueError, match="res3, res4, res5"):
+        build_resnet_stage("resnet18", "res2")
+    # weights: the stage's tensors of a whole-network file
+    reference = build_classifier("resnet18")
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    loaded = build_resnet_stage("resnet18", "res5", weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(loaded[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert not loaded.load_report.missing
 
 
 def test_timm_checkpoint_loads_into_timm_backbone():

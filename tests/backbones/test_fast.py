@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from backbones import build_backbone, build_classifier, prepare_for_inference
+from backbones import FPNOptions, build_backbone, build_classifier, prepare_for_inference
 from backbones.fast import FusedResidualBlock, onednn_fusion_available
 from backbone_testutils import max_rel_diff, randomize_norms
 
@@ -12,7 +12,7 @@ CASES = {
     "classifier resnet50 (BN)": lambda: build_classifier("resnet50", stride_in_1x1=True),
     "backbone resnet18 (FrozenBN, frozen stem+res2)": lambda: build_backbone(
         "resnet18", norm="FrozenBN", freeze_at=2, out_features=["stem", "res2", "res3", "res4", "res5"]),
-    "FPN resnet18": lambda: build_backbone("resnet18", fpn=True, fpn_norm="BN"),
+    "FPN resnet18": lambda: build_backbone("resnet18", fpn=FPNOptions(norm="BN")),
     "cifar_resnet20 (option A)": lambda: build_classifier("cifar_resnet20", 10),
     "resnet18 shortcut C, dilated": lambda: build_backbone("resnet18", shortcut="C", dilation=(1, 2)),
     "timm:resnet18": lambda: build_backbone("timm:resnet18"),

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from backbones import build_backbone, build_fpn_backbone, load_weights
+from backbones import FPNOptions, build_backbone, load_weights
 from backbone_testutils import max_rel_diff, randomize_norms
 
 
@@ -12,7 +12,7 @@ def test_equals_torchvision_fasterrcnn_backbone():
     torch.manual_seed(0)
     detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     randomize_norms(detector.backbone)
-    ours = build_fpn_backbone("resnet50", norm="FrozenBN")
+    ours = build_backbone("resnet50", fpn=True, norm="FrozenBN")
     report = load_weights(ours, detector.state_dict())
     # backbone.body.* -> bottom_up.*, backbone.fpn.* -> fpn.*, everything of ours loaded
     assert report.mapping == [("backbone.body.", "bottom_up."), ("backbone.", "")]
@@ -32,7 +32,7 @@ def test_equals_backbone_with_fpn_resnet18_subset():
     reference = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
                                     returned_layers=[2, 3, 4])
     randomize_norms(reference)
-    ours = build_fpn_backbone("resnet18", in_features=["res3", "res4", "res5"], norm="FrozenBN")
+    ours = build_backbone("resnet18", fpn=FPNOptions(in_features=["res3", "res4", "res5"]), norm="FrozenBN")
     report = load_weights(ours, reference.state_dict())
     assert report.mapping == [("body.", "bottom_up."), ("", "")] and not report.missing
     x = torch.randn(2, 3, 64, 64)
@@ -45,7 +45,7 @@ def test_equals_backbone_with_fpn_resnet18_subset():
                                              ("p6p7", ["p2", "p3", "p4", "p5", "p6", "p7"]),
                                              (None, ["p2", "p3", "p4", "p5"])])
 def test_contract(top_block, names):
-    model = build_backbone("resnet18", fpn=True, top_block=top_block, out_channels=64).eval()
+    model = build_backbone("resnet18", fpn=FPNOptions(top_block=top_block, out_channels=64)).eval()
     assert model.out_features == names
     assert model.strides == {n: 2 ** int(n[1:]) for n in names}
     out = model(torch.randn(1, 3, 128, 128))
@@ -58,7 +58,7 @@ def test_contract(top_block, names):
 
 
 def test_fpn_on_a_timm_backbone():
-    model = build_backbone("timm:mobilenetv3_small_100", fpn=True, out_channels=32).eval()
+    model = build_backbone("timm:mobilenetv3_small_100", fpn=FPNOptions(out_channels=32)).eval()
     assert model.bottom_up.out_channels["res5"] == 576
     out = model(torch.randn(1, 3, 64, 64))
     assert {k: tuple(v.shape) for k, v in out.items()} == {

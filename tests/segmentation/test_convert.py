@@ -4,7 +4,7 @@ import torch
 from torchvision.models.segmentation import deeplabv3_resnet50, fcn_resnet50
 
 from backbones import TORCHVISION_INPUT_NORM, normalize_image
-from engine.config import BackboneConfig
+from backbones.config import BackboneConfig
 from segmentation.config import SegModelConfig
 from segmentation.convert import convert_torchvision_segmentation, detect_arch
 from segmentation.data import VOC_CLASSES

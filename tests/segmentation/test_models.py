@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from backbones import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, build_classifier
-from engine.config import BackboneConfig
+from backbones.config import BackboneConfig
 from engine.data import DataError
 from segmentation.config import SegModelConfig
 from segmentation.models import build_segmentation_model

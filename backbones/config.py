@@ -1,0 +1,62 @@
+"""``model.backbone`` of every task's config: which network, which weights, and how it is built.
+
+The config machinery (YAML, ``_base_``, strict types, the one-line :class:`~engine.config.ConfigError`)
+is :mod:`engine.config`'s; the backbone vocabulary lives here, beside the networks it names, so the
+engine never needs to know it (docs/ARCHITECTURE.md, "Layers"). :func:`backbones.build.build_backbone`
+turns a :class:`BackboneConfig` into a network; every task builds through it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from engine.config import ConfigError, choice
+
+__all__ = ["BackboneConfig", "TIMM_PREFIX", "timm_model_name"]
+
+# Any timm model joins as ``timm:<model>`` (timm's own name, pretrained tags allowed: resnet50.a1_in1k).
+TIMM_PREFIX = "timm:"
+
+
+def timm_model_name(name: str) -> Optional[str]:
+    """timm's model name in ``timm:<model>``; None for our own networks (``resnet50``, ``plain34``...)."""
+    return name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else None
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"  # resnet18..152, plain18.., cifar_resnet20.., timm:<model>
+    weights: Optional[str] = None  # local file: torchvision / timm / reskit / safetensors / MSRA .pkl
+    weights_format: str = "auto"  # auto | reskit | torchvision | timm | safetensors | msra
+    norm: str = "BN"  # BN | SyncBN | FrozenBN | GN
+    freeze_at: int = 0  # 0 none, 1 stem, 2 stem+res2, ... (as detectron2)
+    stride_in_1x1: bool = False  # MSRA placement of the stride (True) or torchvision's (False)
+    # A zero-padded identity | B projection where shape changes | C all projections |
+    # auto: the network's own default (B for ImageNet ResNets, A for CIFAR ResNets, as in the paper)
+    shortcut: str = "auto"
+    dilation: List[int] = field(default_factory=lambda: [1, 1])  # dilation of res4, res5
+    # null: the network's own outputs (every stage; timm: every level but the stem)
+    out_features: Optional[List[str]] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
+    zero_init_residual: bool = False  # last norm of each block starts at zero
+    lr_mult: float = 1.0  # backbone learning rate = base_lr * lr_mult (fine-tuning)
+
+    def validate(self, prefix: str = "") -> None:
+        choice(prefix + "norm", self.norm, ["BN", "SyncBN", "FrozenBN", "GN"])
+        choice(prefix + "shortcut", self.shortcut, ["auto", "A", "B", "C"])
+        choice(prefix + "weights_format", self.weights_format,
+               ["auto", "reskit", "torchvision", "timm", "safetensors", "msra"])
+        if len(self.dilation) != 2 or any(d not in (1, 2, 4) for d in self.dilation):
+            raise ConfigError(f"{prefix}dilation: expected [res4, res5] dilations from 1, 2, 4, "
+                              f"got {list(self.dilation)}")
+        if not 0 <= self.freeze_at <= 5:
+            raise ConfigError(f"{prefix}freeze_at: expected 0..5, got {self.freeze_at}")
+        if self.weights and not os.path.isfile(self.weights):
+            raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
+
+    def network_options(self) -> dict:
+        """The fields that shape the network (all but name, weights, weights_format, lr_mult): what a
+        checkpoint records so the same network can be built again."""
+        skip = {"name", "weights", "weights_format", "lr_mult"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
