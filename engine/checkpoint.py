@@ -1,20 +1,40 @@
-"""Checkpoints that survive crashes: atomic writes, the last few kept, corrupt ones skipped on resume.
+"""THE checkpoint module: atomic writes, safe reading, state selection, matching a state to a model,
+and the one :class:`LoadReport` every loader returns (see docs/ARCHITECTURE.md, "checkpoint layout").
 
 A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` reads: tensors, numbers,
-strings, lists and dicts only, so loading a file never runs code from it.
+strings, lists and dicts only, so loading a file never runs code from it. Weights live under
+``"model"`` (``"model_ema"`` beside them when the run kept an EMA), what the weights are under
+``"meta"``; ``meta["task"]`` is the checkpoint's kind, one of the ``KIND_*`` constants below.
+Foreign formats (torchvision, timm, safetensors, MSRA ``.pkl``) are read by ``backbones.weights``.
 """
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 import random
 import re
 import tempfile
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import nn
+
+from .data import DataError
+
+__all__ = ["KIND_CLASSIFICATION", "KIND_BACKBONE", "KIND_DETECTION", "KIND_SEMANTIC_SEGMENTATION", "KINDS",
+           "LoadReport", "read_checkpoint", "load_checkpoint", "checkpoint_kind", "checkpoint_meta",
+           "checkpoint_state", "match_state", "save_checkpoint", "Checkpointer", "get_rng_state", "set_rng_state"]
+
+# What a checkpoint holds, written to meta["task"]. The values are those files already carry.
+KIND_CLASSIFICATION = "classification"  # a whole classifier (tools/train_cls.py)
+KIND_BACKBONE = "backbone"  # a feature extractor alone (tools/transfer.py)
+KIND_DETECTION = "detection"  # Faster / Mask R-CNN (tools/train_det.py, converted torchvision detectors)
+KIND_SEMANTIC_SEGMENTATION = "semantic_segmentation"  # tools/train_seg.py, converted torchvision models
+KINDS = (KIND_CLASSIFICATION, KIND_BACKBONE, KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION)
 
 _NAME = re.compile(r"model_(\d{7,})\.pth$")
 
@@ -65,9 +85,195 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     _fsync_dir(directory)
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Read a checkpoint on the CPU without executing code from it."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+_REMEDY = "give weights saved as tensors only (a state dict, or a run's model_final.pth)"
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _not_torch(head: bytes) -> Optional[str]:
+    """What a file that torch.save did not write is, from its first bytes; None when it may be one
+    (torch's zip format, or a pickle as torch.save wrote before 1.6)."""
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array, not a PyTorch checkpoint"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (Keras / TensorFlow weights?), not a PyTorch checkpoint"
+    if len(head) > 9 and head[8:10] in (b'{"', b"{'"):
+        return "a safetensors file, not a PyTorch checkpoint; give it a .safetensors name"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file, not a PyTorch checkpoint"
+    try:  # final=False: the last bytes may cut a multi-byte character short
+        text = b"\0" not in head and codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        text = False
+    return "a text file, not a PyTorch checkpoint" if text else \
+        "not a PyTorch checkpoint (neither torch's zip format nor a pickle)"
+
+
+def read_checkpoint(path: str, remedy: str = _REMEDY) -> Dict[str, Any]:
+    """The dict in the torch file ``path``, read on the CPU without executing code from it.
+
+    Anything else raises :class:`engine.data.DataError` with one line naming the file, what it is
+    (missing, empty, JSON, text, damaged, a pickle that would run code, ...) and ``remedy``.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: weights file not found; check the path")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror}); check its permissions") from None
+    what = _not_torch(head)
+    if what is not None:
+        raise DataError(f"{path}: {what}; {remedy}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - each failure is told apart below, in the user's words
+        text = str(e)
+        code = _GLOBAL.search(text)
+        if code:  # weights_only met a reference to a function or class: loading it would run code
+            what = (f"holds Python objects beyond tensors and containers ('{code.group(1)}'); reading them "
+                    "would run code from the file, so it is refused")
+        elif head[:1] == b"\x80":
+            what = "a plain Python pickle, not a file torch.save wrote"
+        else:
+            detail = text.splitlines()[0].split(". ")[0][:120] if text else "no detail"
+            what = f"damaged or truncated ({type(e).__name__}: {detail})"
+        raise DataError(f"{path}: {what}; {remedy}") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint dict; {remedy}")
+    return ckpt
+
+
+# The trainer's name for the same reading (its own checkpoints, resuming).
+load_checkpoint = read_checkpoint
+
+
+def checkpoint_meta(ckpt: Mapping) -> Dict[str, Any]:
+    """The ``meta`` a checkpoint records ({} when it has none, e.g. a bare state dict)."""
+    meta = ckpt.get("meta") if isinstance(ckpt, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def checkpoint_kind(ckpt: Mapping) -> Optional[str]:
+    """``meta["task"]``: one of :data:`KINDS` for our checkpoints, None when not recorded."""
+    kind = checkpoint_meta(ckpt).get("task")
+    return kind if isinstance(kind, str) else None
+
+
+def checkpoint_state(ckpt: Mapping, prefer_ema: bool = False, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The model weights of ``ckpt``: ``model_ema`` when asked for and present, else ``model``, else
+    the dict itself when it is a bare state dict."""
+    if prefer_ema and isinstance(ckpt.get("model_ema"), Mapping) and ckpt["model_ema"]:
+        return dict(ckpt["model_ema"])
+    if isinstance(ckpt.get("model"), Mapping):
+        return dict(ckpt["model"])
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return dict(ckpt)
+    raise DataError(f"{source}: no 'model' state dict in the checkpoint; {_REMEDY}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching a state to a model, and the report of it
+# --------------------------------------------------------------------------------------------------
+
+_NBT = "num_batches_tracked"  # BN bookkeeping, absent from FrozenBN / GN and most converted weights
+
+
+@dataclass
+class LoadReport:
+    """What loading weights into a model did; every loader returns one."""
+
+    source: str  # the file, or "<state dict>"
+    format: str = "reskit"  # what the source was: reskit, torchvision, timm, safetensors, msra, ...
+    loaded: List[str] = field(default_factory=list)  # model keys filled from the weights
+    missing: List[str] = field(default_factory=list)  # model keys left as initialised
+    unexpected: List[str] = field(default_factory=list)  # weights keys nothing in the model took
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (model key, weights shape, model shape)
+    input_norm: Optional[dict] = None  # the normalisation the model applies after loading
+    input_norm_from_weights: bool = False  # False: the weights state none, the model's is kept
+    mapping: List[Tuple[str, str]] = field(default_factory=list)  # prefix rewrites applied (weights, model)
+
+    @property
+    def complete(self) -> bool:
+        """Every model tensor came from the weights."""
+        return not self.missing and not self.mismatched
+
+    def __str__(self) -> str:
+        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
+        rewrites = "; ".join(f"'{s}' -> '{d}'" for s, d in self.mapping if (s, d) != ("", "")) or "none"
+        norm = self.input_norm
+        norm_text = "not recorded" if norm is None else \
+            f"{norm['color']} 0-{norm['scale']:g}, mean {norm['mean']}, std {norm['std']}"
+        if not self.input_norm_from_weights:
+            norm_text += " (the model's; the weights state none)"
+        rows = [
+            ("weights", f"{self.source} (format: {self.format})"),
+            ("prefixes", rewrites),
+            ("input", norm_text),
+            ("loaded", f"{len(self.loaded)} of {total} model tensors"),
+            ("missing", _summarize(self.missing)),
+            ("unexpected", _summarize(self.unexpected)),
+            ("mismatched", _summarize([f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched],
+                                      group=False)),
+        ]
+        return "\n".join(f"{k:<11}{v}" for k, v in rows)
+
+
+def _summarize(keys: List[str], limit: int = 6, group: bool = True) -> str:
+    if not keys:
+        return "0"
+    items = list(keys)
+    if group and len(keys) > limit:  # long lists read better by module: "layer4.* (50), fc.* (2)"
+        depth = 1
+        while depth < 3:
+            groups: Dict[str, int] = {}
+            for k in keys:
+                head = ".".join(k.split(".")[:depth])
+                groups[head] = groups.get(head, 0) + 1
+            if len(groups) > 1 or depth == 2:
+                break
+            depth += 1
+        items = [f"{head}.* ({n})" for head, n in groups.items()]
+    shown = ", ".join(items[:limit]) + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+    return f"{len(keys)}: {shown}"
+
+
+def match_state(state: Mapping[str, torch.Tensor], model: nn.Module, source: str, allow_mismatch: bool = True,
+                remedy: str = "check model.num_classes and the architecture",
+                weights_names: Optional[Mapping[str, str]] = None) -> Tuple[Dict[str, torch.Tensor], LoadReport]:
+    """The tensors of ``state`` that fit ``model`` (same key, same shape) and the report of the rest.
+
+    A shape mismatch is skipped and reported when ``allow_mismatch``, otherwise a DataError naming
+    the key, both shapes and ``remedy``. ``weights_names`` (model key -> key in the file) names a
+    renamed key as the file has it in that message.
+    """
+    own = model.state_dict()
+    report = LoadReport(source)
+    usable: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in own:
+            if not key.endswith(_NBT):
+                report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            if not allow_mismatch:
+                original = (weights_names or {}).get(key, key)
+                where = f"'{original}'" + (f" (model key '{key}')" if original != key else "")
+                raise DataError(f"{source}: shape mismatch for {where}: weights have {tuple(value.shape)}, "
+                                f"the model has {tuple(own[key].shape)}; {remedy}")
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            usable[key] = value
+    skipped = {k for k, _, _ in report.mismatched}
+    report.loaded = [k for k in own if k in usable and not k.endswith(_NBT)]
+    report.missing = [k for k in own if k not in usable and k not in skipped and not k.endswith(_NBT)]
+    return usable, report
 
 
 class Checkpointer:
