@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.data import DataError
+
 from .norm import MSRA_INPUT_NORM
 from .norm import BN_EPS
 
@@ -64,7 +66,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def _load_pickle(path: Union[str, os.PathLike]) -> object:
     with open(path, "rb") as f:
-        return RestrictedUnpickler(f, str(path)).load()
+        try:
+            return RestrictedUnpickler(f, str(path)).load()
+        except pickle.UnpicklingError as e:
+            if str(e).startswith(str(path)):  # our refusal of a global: it names what would have run
+                raise
+            problem = f"not a pickle ({e})"
+        except (EOFError, ValueError, IndexError) as e:  # what a truncated or foreign file raises
+            problem = "an empty file" if isinstance(e, EOFError) and f.tell() == 0 else \
+                f"truncated or not a pickle ({type(e).__name__}: {e})"
+    raise DataError(f"{path}: {problem}; a Detectron .pkl is a pickle of named numpy arrays "
+                    "(torch checkpoints: name them .pth)")
 
 
 def read_msra_pkl(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:

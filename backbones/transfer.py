@@ -1,37 +1,37 @@
-"""Classification weights -> backbone weights that detection and segmentation configs take.
+"""Writing a reskit backbone checkpoint from any source: classification weights -> the backbone
+weights that detection and segmentation configs take.
 
-``transfer_weights(src, out)`` reads a classification checkpoint of ours or a foreign weights file
-(torchvision state dict, timm checkpoint, safetensors, Detectron MSRA ``.pkl``), keeps the feature
-extractor (the ``fc`` head and wrapper prefixes go), loads it into a freshly built backbone of the
-architecture (named, recorded in the checkpoint, or inferred from the keys) to prove that every
-tensor fits, and writes a reskit checkpoint::
+This module writes; :mod:`backbones.weights` reads and loads. ``transfer_weights(src, out)`` reads a
+classification checkpoint of ours or a foreign weights file (torchvision state dict, timm
+checkpoint, safetensors, Detectron MSRA ``.pkl``), keeps the feature extractor (the ``fc`` head and
+wrapper prefixes go), loads it into a freshly built backbone of the architecture (named, recorded in
+the checkpoint, or inferred from the keys) to prove that every tensor fits, and writes::
 
-    {"model": backbone state dict, "meta": {"task": "backbone", "input_norm": ...,
+    {"model": backbone state dict, "meta": {"task": KIND_BACKBONE, "input_norm": ...,
      "backbone": {"name": ..., "options": {...}}, "source": SRC, "format": ...}}
 
-Sources are told apart by a list of converters tried in order (:data:`CONVERTERS`); a converter
-recognises its kind of source and turns it into :class:`Converted`. Other kinds (whole detectors
-from torchvision, ...) join with :func:`register_converter`.
+Whole detectors and segmentation models convert in their own packages (``detection.weights``,
+``segmentation.weights``); ``tools/transfer.py`` chooses between them and this module.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import (KIND_BACKBONE, LoadReport, checkpoint_kind, checkpoint_meta, checkpoint_state,
+                               save_checkpoint)
 
 from .build import build_backbone
 from .cifar import CIFAR_DEPTHS
 from .norm import TORCHVISION_INPUT_NORM, check_input_norm
 from .resnet import RESNET_LAYERS
-from .weights import FORMATS, LoadReport, convert_state_dict, load_weights, read_weights, to_backbone_state_dict
+from .weights import FORMATS, WeightsFile, convert_state_dict, load_weights, read_weights, to_backbone_state_dict
 
-__all__ = ["Converted", "Converter", "CONVERTERS", "register_converter", "infer_resnet_name", "TransferResult",
-           "transfer_weights", "ARCH_OPTIONS"]
+__all__ = ["infer_resnet_name", "TransferResult", "transfer_weights", "ARCH_OPTIONS"]
 
 # Options that change which tensors a network has or what they mean; the others (freeze_at,
 # dilation, out_features, ...) are choices of the task that uses the backbone.
@@ -40,6 +40,8 @@ ARCH_OPTIONS = ("shortcut", "stride_in_1x1", "norm")
 
 @dataclass
 class Converted:
+    """One source as transfer_weights checks it: the feature extractor's tensors and what is known of them."""
+
     state: Dict[str, torch.Tensor]  # feature extractor only, our (torchvision's) names
     input_norm: dict
     format: str  # what the source was, for the record: "torchvision", "reskit classification (model_ema)", ...
@@ -54,19 +56,8 @@ def _dropped(full: Mapping[str, torch.Tensor], kept: Mapping[str, torch.Tensor])
     return [k for k in full if k not in kept and not any(k.endswith(s) for s in suffixes)]
 
 
-@dataclass
-class Converter:
-    kind: str
-    matches: Callable[[object, str], bool]  # (object read from the file, requested format) -> is it mine?
-    convert: Callable[[object, str], Converted]
-
-
-def _meta(obj) -> dict:
-    meta = obj.get("meta") if isinstance(obj, Mapping) else None
-    return dict(meta) if isinstance(meta, Mapping) else {}
-
-
 def _is_reskit(obj, fmt: str) -> bool:
+    """Our checkpoints keep the weights under "model" (timm's under "state_dict", torchvision's bare)."""
     return fmt in ("auto", "reskit") and isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping)
 
 
@@ -80,34 +71,23 @@ def _arch_options(options: Mapping) -> dict:
 def _from_reskit(obj, fmt: str) -> Converted:
     """Our classification checkpoints (the EMA weights when the run kept them: those were evaluated)
     and backbone checkpoints written by this module."""
-    meta = _meta(obj)
-    which = "model_ema" if isinstance(obj.get("model_ema"), Mapping) and obj["model_ema"] else "model"
-    state, input_norm = to_backbone_state_dict({"model": obj[which], "meta": meta}, "reskit")
-    dropped = _dropped(obj[which], state)
+    meta = checkpoint_meta(obj)
+    ema = isinstance(obj.get("model_ema"), Mapping) and bool(obj["model_ema"])
+    weights = checkpoint_state(obj, prefer_ema=True)
+    state, input_norm = to_backbone_state_dict({"model": weights, "meta": meta}, "reskit")
     backbone = meta.get("backbone") if isinstance(meta.get("backbone"), Mapping) else {}
-    task = meta.get("task", "checkpoint")
-    return Converted(state, input_norm, f"reskit {task}" + (" (model_ema)" if which == "model_ema" else ""),
-                     backbone.get("name"), _arch_options(backbone.get("options") or {}), dropped)
+    kind = checkpoint_kind(obj) or "checkpoint"
+    return Converted(state, input_norm, f"reskit {kind}" + (" (model_ema)" if ema else ""),
+                     backbone.get("name"), _arch_options(backbone.get("options") or {}), _dropped(weights, state))
 
 
-def _from_foreign(obj, fmt: str) -> Converted:
+def _from_foreign(read: WeightsFile, fmt: str) -> Converted:
     """torchvision / timm / safetensors / MSRA: whatever :mod:`backbones.weights` reads."""
-    full, input_norm, found = convert_state_dict(obj, fmt)
+    full, input_norm, found = convert_state_dict(read, fmt)
     state, _ = to_backbone_state_dict(full, "torchvision")  # drop fc and wrapper prefixes
     found = "torchvision" if found == "auto" else found
     options = {"stride_in_1x1": True} if found == "msra" else {}
     return Converted(state, input_norm or dict(TORCHVISION_INPUT_NORM), found, None, options, _dropped(full, state))
-
-
-CONVERTERS: List[Converter] = [
-    Converter("reskit", _is_reskit, _from_reskit),
-    Converter("weights", lambda obj, fmt: True, _from_foreign),  # last: takes anything
-]
-
-
-def register_converter(converter: Converter, first: bool = True) -> None:
-    """Add a kind of source (e.g. a whole torchvision detector); tried before the built-in ones."""
-    CONVERTERS.insert(0 if first else len(CONVERTERS) - 1, converter)
 
 
 def infer_resnet_name(state: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -145,12 +125,13 @@ class TransferResult:
 
     @property
     def complete(self) -> bool:
-        return not self.report.missing and not self.report.mismatched
+        return self.report.complete
 
 
-def transfer_weights(src: str, out: Optional[str], format: str = "auto", name: Optional[str] = None,
+def transfer_weights(src: "str | WeightsFile", out: Optional[str], format: str = "auto", name: Optional[str] = None,
                      options: Optional[dict] = None, allow_partial: bool = False) -> TransferResult:
-    """Convert ``src`` into backbone weights at ``out`` (None: check only, write nothing).
+    """Convert ``src`` (a path, or the :class:`~backbones.weights.WeightsFile` already read from it)
+    into backbone weights at ``out`` (None: check only, write nothing).
 
     ``name`` / ``options`` override what the source states or the keys imply. Raises ValueError when
     the architecture cannot be told, or when the weights leave backbone tensors missing or of another
@@ -158,10 +139,10 @@ def transfer_weights(src: str, out: Optional[str], format: str = "auto", name: O
     """
     if format not in FORMATS:
         raise ValueError(f"--format: '{format}' is not one of {', '.join(FORMATS)}")
-    obj, source_name, implied = read_weights(src)
-    fmt = implied if format == "auto" and implied else format
-    converter = next(c for c in CONVERTERS if c.matches(obj, fmt))
-    converted = converter.convert(obj, fmt)
+    read = read_weights(src)
+    source_name = read.name
+    fmt = read.format if format == "auto" and read.format else format
+    converted = _from_reskit(read.content, fmt) if _is_reskit(read.content, fmt) else _from_foreign(read, fmt)
 
     arch = name or converted.name or infer_resnet_name(converted.state)
     if arch is None:
@@ -179,8 +160,8 @@ def transfer_weights(src: str, out: Optional[str], format: str = "auto", name: O
     except ValueError as e:
         raise ValueError(f"{source_name}: {e}") from None
     report.source, report.format = source_name, converted.format
-    meta = {"task": "backbone", "input_norm": input_norm, "backbone": {"name": arch, "options": arch_options},
-            "source": os.path.abspath(src) if isinstance(src, (str, os.PathLike)) else source_name,
+    meta = {"task": KIND_BACKBONE, "input_norm": input_norm, "backbone": {"name": arch, "options": arch_options},
+            "source": os.path.abspath(read.path) if read.path else source_name,
             "format": converted.format}
     result = TransferResult(out, arch, arch_options, report, meta, backbone, converted.dropped)
     if not result.complete and not allow_partial:

@@ -1,6 +1,7 @@
-"""Loading the weights users already own into our networks, with a report of what happened.
+"""Reading the weights users already own and loading them into our networks, with a report.
 
-Formats (``format="auto"`` tells them apart by content):
+This module reads and loads; :mod:`backbones.transfer` writes a reskit backbone checkpoint from any
+source, using what is here. Formats (``format="auto"`` tells them apart by content):
   * ``torchvision``: a plain state dict (``torch.save(model.state_dict())``);
   * ``timm``: a timm checkpoint (``state_dict_ema`` preferred as timm does, else ``state_dict``);
   * ``reskit``: our checkpoints, ``{"model": state, "meta": {...}}`` (also classifier and detection
@@ -8,28 +9,31 @@ Formats (``format="auto"`` tells them apart by content):
   * ``safetensors``: a ``.safetensors`` file;
   * ``msra``: Detectron's MSRA/Caffe ``.pkl`` (see :mod:`backbones.msra`).
 
-Reading never executes code: torch files go through ``torch.load(weights_only=True)``, pickles
-through a restricted unpickler. Keys are matched after removing wrapper prefixes (``module.``,
-``backbone.body.``, ...) and adding the model's own (``bottom_up.`` for an FPN), choosing the
-rewrite that matches most keys. A shape mismatch is an error naming the key and both shapes.
+Reading never executes code: torch files go through :func:`engine.checkpoint.read_checkpoint`,
+pickles through a restricted unpickler. Keys are matched after removing wrapper prefixes
+(``module.``, ``backbone.body.``, ...) and adding the model's own (``bottom_up.`` for an FPN),
+choosing the rewrite that matches most keys; :func:`engine.checkpoint.match_state` then checks the
+shapes and writes the one :class:`~engine.checkpoint.LoadReport`. A shape mismatch is an error
+naming the key and both shapes unless ``strict_shapes=False``.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from engine.checkpoint import LoadReport, match_state, read_checkpoint
+
 from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
 from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
 from .resnet import Bottleneck, ResNet
 
-__all__ = ["LoadReport", "load_weights", "read_weights", "convert_state_dict", "to_backbone_state_dict",
-           "FORMATS"]
+__all__ = ["LoadReport", "WeightsFile", "load_weights", "read_weights", "convert_state_dict",
+           "to_backbone_state_dict", "FORMATS"]
 
 FORMATS = ("auto", "reskit", "torchvision", "timm", "safetensors", "msra")
 # Wrappers a checkpoint may put around the network, most specific first.
@@ -38,81 +42,39 @@ _SOURCE_PREFIXES = ("", "module.", "model.", "backbone.", "backbone.body.", "bac
 _NBT = "num_batches_tracked"
 
 
-@dataclass
-class LoadReport:
-    source: str
-    format: str
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, source, model shape)
-    input_norm: Optional[dict] = None
-    input_norm_from_weights: bool = False  # False: the weights state none, the model's is kept
-    mapping: List[Tuple[str, str]] = field(default_factory=list)  # prefix rewrites applied (source, model)
-
-    def __str__(self) -> str:
-        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
-        rewrites = "; ".join(f"'{s}' -> '{d}'" for s, d in self.mapping if (s, d) != ("", "")) or "none"
-        norm = self.input_norm
-        norm_text = "not recorded" if norm is None else \
-            f"{norm['color']} 0-{norm['scale']:g}, mean {norm['mean']}, std {norm['std']}"
-        if not self.input_norm_from_weights:
-            norm_text += " (the model's; the weights state none)"
-        rows = [
-            ("weights", f"{self.source} (format: {self.format})"),
-            ("prefixes", rewrites),
-            ("input", norm_text),
-            ("loaded", f"{len(self.loaded)} of {total} model tensors"),
-            ("missing", _summarize(self.missing)),
-            ("unexpected", _summarize(self.unexpected)),
-            ("mismatched", _summarize([f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched],
-                                      group=False)),
-        ]
-        return "\n".join(f"{k:<11}{v}" for k, v in rows)
-
-
-def _summarize(keys: List[str], limit: int = 6, group: bool = True) -> str:
-    if not keys:
-        return "0"
-    items = list(keys)
-    if group and len(keys) > limit:  # long lists read better by module: "layer4.* (50), fc.* (2)"
-        depth = 1
-        while depth < 3:
-            groups: Dict[str, int] = {}
-            for k in keys:
-                head = ".".join(k.split(".")[:depth])
-                groups[head] = groups.get(head, 0) + 1
-            if len(groups) > 1 or depth == 2:
-                break
-            depth += 1
-        items = [f"{head}.* ({n})" for head, n in groups.items()]
-    shown = ", ".join(items[:limit]) + (f", ... {len(items) - limit} more" if len(items) > limit else "")
-    return f"{len(keys)}: {shown}"
-
-
 # --------------------------------------------------------------------------------------------------
 # Reading and unwrapping
 # --------------------------------------------------------------------------------------------------
 
 
-def read_weights(source: Union[str, os.PathLike, Mapping]) -> Tuple[object, str, Optional[str]]:
-    """(object, name for messages, format implied by the file type or None)."""
+class WeightsFile(NamedTuple):
+    """What :func:`read_weights` found: read once, then handed to the loaders instead of the path."""
+
+    content: object  # the dict the file holds
+    name: str  # the path, or "<state dict>", for messages
+    format: Optional[str]  # the format the file type implies (.pkl: msra, .safetensors), else None
+    path: Optional[str] = None  # None for weights given in memory
+
+
+_REMEDY = "give torchvision / timm / reskit weights (.pth), a .safetensors file or a Detectron .pkl"
+
+
+def read_weights(source: Union[str, os.PathLike, Mapping, WeightsFile]) -> WeightsFile:
+    """Read a weights file (or wrap weights already in memory) without running code from it."""
+    if isinstance(source, WeightsFile):
+        return source
     if isinstance(source, Mapping):
-        return source, "<state dict>", None
+        return WeightsFile(source, "<state dict>", None)
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".pkl"):
-        return read_msra_pkl(path), path, "msra"
+        return WeightsFile(read_msra_pkl(path), path, "msra", path)
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu"), path, "safetensors"
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), path, None
-    except Exception as e:  # weights_only refuses anything but tensors and containers
-        raise ValueError(f"{path}: cannot be read as plain weights without running code from it "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        return WeightsFile(load_file(path, device="cpu"), path, "safetensors", path)
+    return WeightsFile(read_checkpoint(path, remedy=_REMEDY), path, None, path)
 
 
 def _tensors(state: Mapping, name: str) -> Dict[str, torch.Tensor]:
@@ -162,8 +124,9 @@ def _unwrap(obj, name: str, format: str) -> Tuple[Dict[str, torch.Tensor], str, 
 
 def convert_state_dict(source, format: str = "auto") -> Tuple[Dict[str, torch.Tensor], Optional[dict], str]:
     """Any supported weights -> (torchvision-named state dict, input_norm or None, format found)."""
-    obj, name, implied = read_weights(source)
-    state, found, input_norm = _unwrap(obj, name, implied if format == "auto" and implied else format)
+    read = read_weights(source)
+    state, found, input_norm = _unwrap(read.content, read.name, read.format if format == "auto" and read.format
+                                       else format)
     return state, input_norm, found
 
 
@@ -252,44 +215,36 @@ def _check_msra_compatible(model: nn.Module) -> None:
 
 
 def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: bool = True) -> LoadReport:
-    """Load ``source`` (a path or a state dict / checkpoint dict) into ``model``; returns the report.
+    """Load ``source`` (a path, a :class:`WeightsFile` or a state dict / checkpoint dict) into
+    ``model``; returns the report.
 
     Sets ``model.input_norm`` when the weights state their normalisation (torchvision, MSRA, reskit
     checkpoints that record it). ``strict_shapes=False`` skips mismatched tensors (listed in the
     report) instead of raising, e.g. to reuse an ImageNet classifier with a new number of classes.
     """
-    obj, name, implied = read_weights(source)
-    state, found, input_norm = _unwrap(obj, name, implied if format == "auto" and implied else format)
+    read = read_weights(source)
+    implied = read.format
+    state, found, input_norm = _unwrap(read.content, read.name, implied if format == "auto" and implied else format)
     if found == "auto":
         found = implied or "torchvision"
     if found == "msra":
         _check_msra_compatible(model)
 
-    model_state = model.state_dict()
-    mapping, rules = _match_keys(list(state), list(model_state))
-    report = LoadReport(source=name, format=found, mapping=rules)
-    to_load = {}
+    mapping, rules = _match_keys(list(state), list(model.state_dict()))
+    renamed = {}
     for src_key, dst_key in mapping.items():
         value = state[src_key]
         if found == "msra" and dst_key.endswith(".running_var"):
             # affine-only Caffe BN: running_var = 1 - eps of *this* module, so (Frozen)BN gives x*s+b exactly
             module = model.get_submodule(dst_key.rsplit(".", 1)[0])
             value = torch.full_like(value, 1.0 - getattr(module, "eps", 1e-5))
-        if tuple(value.shape) != tuple(model_state[dst_key].shape):
-            if strict_shapes:
-                raise ValueError(f"{name}: shape mismatch for '{src_key}'" +
-                                 (f" (model key '{dst_key}')" if dst_key != src_key else "") +
-                                 f": weights have {tuple(value.shape)}, the model has "
-                                 f"{tuple(model_state[dst_key].shape)}")
-            report.mismatched.append((dst_key, tuple(value.shape), tuple(model_state[dst_key].shape)))
-            continue
-        to_load[dst_key] = value
+        renamed[dst_key] = value
+    to_load, report = match_state(renamed, model, read.name, allow_mismatch=not strict_shapes,
+                                  remedy="check the architecture and its options, or load with strict_shapes=False",
+                                  weights_names={d: s for s, d in mapping.items()})
     model.load_state_dict(to_load, strict=False)
-
-    report.loaded = [k for k in model_state if k in to_load and not k.endswith(_NBT)]
-    mismatched = {k for k, _, _ in report.mismatched}
+    report.format, report.mapping = found, rules
     # num_batches_tracked is bookkeeping, absent from FrozenBN and from most converted weights: not reported.
-    report.missing = [k for k in model_state if k not in to_load and k not in mismatched and not k.endswith(_NBT)]
     report.unexpected = [k for k in state if k not in mapping and not k.endswith(_NBT)]
     if input_norm is not None:
         model.input_norm = dict(input_norm)

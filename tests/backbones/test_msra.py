@@ -79,3 +79,13 @@ def test_restricted_unpickler_never_runs_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r"R-50\.pkl.*(posix|os|nt)\.system"):
         load_weights(build_classifier("resnet50", stride_in_1x1=True), str(path))
     assert not marker.exists()
+
+
+def test_a_pkl_that_is_no_pickle_says_so(tmp_path):
+    path = tmp_path / "R-50.pkl"
+    path.write_text('{"conv1_w": [0.1, 0.2]}')  # JSON under a .pkl name
+    with pytest.raises(ValueError, match=r"R-50\.pkl: not a pickle .*Detectron \.pkl"):
+        load_weights(build_classifier("resnet50", stride_in_1x1=True), str(path))
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"R-50\.pkl: an empty file"):
+        read_msra_pkl(str(path))
