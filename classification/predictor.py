@@ -11,7 +11,7 @@ import torch
 from backbones.build import build_classifier
 from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
 from backbones.weights import load_weights
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import load_config
 from engine.image_io import check_rgb_images
 
@@ -56,9 +56,9 @@ class ClassificationPredictor:
 
     def __init__(self, config: Union[str, ClsConfig, None], weights: str, device: Optional[str] = None,
                  topk: int = 5, overrides: Sequence[str] = ()):
-        ckpt = load_checkpoint(weights)
-        meta = ckpt.get("meta") or {}
-        if meta.get("task") != "classification" or not isinstance(ckpt.get("model"), dict):
+        ckpt = read_checkpoint(weights)
+        meta = checkpoint_meta(ckpt)
+        if checkpoint_kind(ckpt) != KIND_CLASSIFICATION or not isinstance(ckpt.get("model"), dict):
             raise ValueError(f"{weights}: not a classification checkpoint (meta.task is {meta.get('task')!r}); "
                              "give a model_final.pth / model_best.pth of tools/train_cls.py")
         if config is None:
@@ -76,7 +76,7 @@ class ClassificationPredictor:
         self.topk = max(1, min(int(topk), cfg.model.num_classes))
 
         model = build_classifier(dataclasses.replace(cfg.model.backbone, weights=None), cfg.model.num_classes)
-        state = ckpt["model_ema"] if isinstance(ckpt.get("model_ema"), dict) and ckpt["model_ema"] else ckpt["model"]
+        state = checkpoint_state(ckpt, prefer_ema=True, source=weights)
         self.load_report = load_weights(model, {"model": state, "meta": meta}, strict_shapes=True)
         if self.load_report.missing or self.load_report.unexpected:
             raise ValueError(f"{weights}: does not fit {cfg.model.backbone.name}: missing "

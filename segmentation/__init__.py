@@ -14,7 +14,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     ".predictor": ["SemanticPredictor"],
     ".data": ["CocoSemanticSegmentation", "FolderSegmentation", "ConcatSegmentation", "VOC_CLASSES", "read_label_map"],
     ".metrics": ["ConfusionMatrix", "segmentation_metrics"],
-    ".weights": ["load_segmentation_weights"],
-    ".convert": ["convert_torchvision_segmentation"],
+    ".weights": ["load_segmentation_weights", "convert_torchvision_segmentation"],
     ".visualize": ["colorize", "overlay", "voc_palette"],
 })
