@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detection.convert import convert_torchvision_detection, match_detections  # noqa: E402
+from detection.weights import convert_torchvision_detection, match_detections  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
 from torchvision_reference import calibrate, torchvision_rcnn  # noqa: E402
 from engine.config import load_config  # noqa: E402

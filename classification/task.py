@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
 from engine.data import build_inference_loader
 from engine.dist import get_world_size, is_main_process
@@ -36,7 +36,7 @@ from .data import build_classification_set
 from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
 from .transforms import build_eval_transform, build_train_transform
 from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
-from backbones.weights import load_weights
+from backbones.weights import WeightsFile, load_weights
 
 __all__ = ["ClassificationTask", "DropoutLinear", "classifier_head_name", "collate_train", "collate_eval"]
 
@@ -175,10 +175,10 @@ class ClassificationTask:
                                     "model_best.pth of a classification run")
         source = path
         if not path.endswith((".pkl", ".safetensors")):
-            state = load_checkpoint(path)
-            if isinstance(state, dict) and isinstance(state.get("model"), dict):
-                key = "model_ema" if self.cfg.solver.ema and "model_ema" in state else "model"
-                source = {"model": state[key], "meta": state.get("meta") or {}}
+            ckpt = read_checkpoint(path)
+            if isinstance(ckpt.get("model"), dict):  # ours: the EMA weights when the run evaluated those
+                ckpt = {"model": checkpoint_state(ckpt, self.cfg.solver.ema, path), "meta": checkpoint_meta(ckpt)}
+            source = WeightsFile(ckpt, path, None, path)  # read once, loaded from memory
         report = load_weights(model, source, strict_shapes=True)
         if report.missing or report.unexpected:
             raise ValueError(f"{path}: does not fit the model: missing {report.missing[:3]}, "
@@ -272,7 +272,7 @@ class ClassificationTask:
         bcfg = self.cfg.model.backbone
         options = bcfg.network_options()
         options.pop("out_features")
-        return {"task": "classification", "input_norm": dict(self.input_norm), "class_names": list(self.classes),
+        return {"task": KIND_CLASSIFICATION, "input_norm": dict(self.input_norm), "class_names": list(self.classes),
                 "num_classes": self.cfg.model.num_classes,
                 "backbone": {"name": bcfg.name, "options": options},
                 "eval": {"resize_size": self.cfg.data.resize_size, "crop_size": self.cfg.data.crop_size}}

@@ -7,12 +7,13 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from engine.checkpoint import read_checkpoint
 from engine.config import load_config
 
 from .build import build_detector
 from .config import DetConfig
 from .task import DetectionTask
-from .weights import load_detector_weights
+from .weights import REMEDY, load_detector_weights
 
 
 class Predictor:
@@ -23,20 +24,22 @@ class Predictor:
     own ids) and, for Mask R-CNN, ``masks`` (N x H x W booleans). ``predictor.class_names`` maps
     ``category_ids`` to names through ``predictor.category_names``.
 
-    ``fast=True`` folds frozen batch norms into the convolutions and runs the backbone channels-last
+    ``checkpoint`` is the weights file already read (:func:`engine.checkpoint.read_checkpoint`), if it
+    was. ``fast=True`` folds frozen batch norms into the convolutions and runs the backbone channels-last
     (``backbones.prepare_for_inference``); outputs stay within float tolerance of the plain model.
     """
 
     def __init__(self, config: Union[str, DetConfig], weights: str, device: Optional[str] = None,
-                 fast: bool = True, overrides=()):
+                 fast: bool = True, overrides=(), checkpoint: Optional[dict] = None):
         cfg = load_config(DetConfig, config, overrides) if isinstance(config, str) else copy.deepcopy(config)
         cfg.model.weights = weights
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone too
-        task = DetectionTask(cfg, training=False)
+        ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once
+        task = DetectionTask(cfg, training=False, checkpoint=ckpt)
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = build_detector(cfg.model, cfg.input)
-        self.load_report = load_detector_weights(model, weights, allow_mismatch=False)
+        self.load_report = load_detector_weights(model, weights, allow_mismatch=False, checkpoint=ckpt)
         model.eval()
         if fast:
             from backbones import prepare_for_inference

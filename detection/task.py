@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from engine.checkpoint import KIND_DETECTION, read_checkpoint
 from engine.data import build_inference_loader
 from engine.dist import is_main_process
 
@@ -18,7 +19,7 @@ from .config import DetConfig
 from .coco_results import write_results_file
 from .evaluation import COCOEvaluator, format_table
 from .transforms import build_train_transform
-from .weights import label_space, load_detector_weights
+from .weights import REMEDY, label_space, load_detector_weights
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,19 @@ class DetectionTask:
     primary_metric = "bbox.AP"
     find_unused_parameters = False
 
-    def __init__(self, cfg: DetConfig, training: bool = True):
+    def __init__(self, cfg: DetConfig, training: bool = True, checkpoint: Optional[dict] = None):
         """``training=False`` (evaluation, prediction): the label space is the one recorded in
-        ``model.weights`` when the checkpoint has one; in training it is the training data's."""
+        ``model.weights`` when the checkpoint has one; in training it is the training data's.
+        ``checkpoint``: ``model.weights`` already read, so that it is not read again."""
         self.cfg = cfg
         self._train_set: Optional[ConcatCocoDetection] = None
         self._val_set: Optional[CocoDetection] = None
-        self.weights_labels = None if training else label_space(cfg.model.weights)
+        # Evaluation reads model.weights once, here: the label space now, the weights in build_model.
+        self._weights_checkpoint = None
+        if not training and cfg.model.weights:
+            self._weights_checkpoint = checkpoint if checkpoint is not None else \
+                read_checkpoint(cfg.model.weights, REMEDY)
+        self.weights_labels = None if training else label_space(cfg.model.weights, self._weights_checkpoint)
         if self.weights_labels is not None:
             cfg.model.num_classes = len(self.weights_labels["category_ids"])
         self._model_input_norm: Optional[dict] = None
@@ -102,7 +109,8 @@ class DetectionTask:
     def build_model(self) -> nn.Module:
         model = build_detector(self.cfg.model, self.cfg.input)
         if self.cfg.model.weights:
-            report = load_detector_weights(model, self.cfg.model.weights)
+            report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint)
+            self._weights_checkpoint = None  # loaded: its tensors need not stay in memory
             if is_main_process():
                 logger.info("detector weights:\n%s", report)
         self._model_input_norm = dict(model.input_norm)
@@ -119,7 +127,7 @@ class DetectionTask:
     def checkpoint_meta(self) -> dict:
         c2i = self.contiguous_to_id()
         bb = self.cfg.model.backbone
-        return {"task": "detection", "arch": self.cfg.model.arch, "mask": self.cfg.model.mask,
+        return {"task": KIND_DETECTION, "arch": self.cfg.model.arch, "mask": self.cfg.model.mask,
                 "num_classes": len(c2i), "category_ids": [c2i[i] for i in range(1, len(c2i) + 1)],
                 "class_names": self.class_names(), "backbone": bb.name,
                 "input_norm": self._input_norm()}

@@ -1,115 +1,130 @@
-"""Whole-detector weights: load a reskit detection checkpoint into a detector, and read its label space.
+"""Whole-detector weights: load a reskit detection checkpoint into a detector, read its label space,
+and convert torchvision's detectors into reskit detection checkpoints.
 
 A detection checkpoint knows what it predicts: its ``meta`` holds ``category_ids`` (label i+1 is
 category ``category_ids[i]``), ``class_names`` and ``input_norm``. Evaluation and prediction use that
 label space when it is there, so a converted torchvision checkpoint (91 COCO outputs) or a model
 fine-tuned on another dataset maps its labels back to the right ids whatever the config says.
+Reading, state selection, matching and the report are :mod:`engine.checkpoint`'s.
+
+torchvision's ``fasterrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn`` convert for
+``configs/detection/faster_rcnn_R50_FPN_1x.yaml`` / ``configs/detection/mask_rcnn_R50_FPN_1x.yaml``:
+our FPN detector is built from the same torchvision modules under the same attribute names; only the
+bottom-up network moves (``backbone.body.*`` -> ``backbone.bottom_up.*``). The class space is kept as
+torchvision trained it: 91 outputs where label i is COCO category id i (the ten unused ids included,
+named "N/A"). Dropping those rows would change the softmax and so every score; keeping them gives
+torchvision's detections exactly, and evaluation maps labels to ids through the recorded
+``category_ids``.
 """
 from __future__ import annotations
 
-import logging
-import os
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from engine.data import DataError
+from backbones.norm import TORCHVISION_INPUT_NORM
+from engine.checkpoint import (KIND_DETECTION, LoadReport, checkpoint_meta, checkpoint_state, match_state,
+                               read_checkpoint)
 
-logger = logging.getLogger(__name__)
+__all__ = ["load_detector_weights", "label_space", "is_torchvision_detection", "convert_torchvision_detection",
+           "match_detections", "REMEDY"]
 
-
-@dataclass
-class DetectorLoadReport:
-    path: str
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"{self.path}: {len(self.loaded)} tensors loaded"]
-        for title, keys in (("missing (kept as initialised)", self.missing),
-                            ("unexpected (ignored)", self.unexpected)):
-            if keys:
-                lines.append(f"  {len(keys)} {title}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
-        for key, want, got in self.mismatched:
-            lines.append(f"  shape mismatch, kept as initialised: {key} model {want} file {got}")
-        return "\n".join(lines)
+# What to do with a file that is not a reskit checkpoint, for every reader of detection weights.
+REMEDY = "give a checkpoint of tools/train_det.py, or convert foreign weights with tools/transfer.py first"
 
 
-def read_checkpoint(path: str) -> dict:
-    """A reskit checkpoint as a dict; never executes code from the file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: weights file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise DataError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e}); "
-                        "convert foreign weights with tools/transfer.py first") from None
-    if not isinstance(ckpt, dict):
-        raise DataError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
-    return ckpt
-
-
-def checkpoint_state(ckpt: dict, prefer_ema: bool = False) -> Dict[str, torch.Tensor]:
-    if prefer_ema and isinstance(ckpt.get("model_ema"), dict):
-        return ckpt["model_ema"]
-    if isinstance(ckpt.get("model"), dict):
-        return ckpt["model"]
-    if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt  # a bare state dict
-    raise DataError("checkpoint has no 'model' state dict")
-
-
-_NBT = "num_batches_tracked"  # BN bookkeeping, absent from FrozenBN / GN models: never reported
-
-
-def match_state(state: Dict[str, torch.Tensor], model: nn.Module, path: str,
-                allow_mismatch: bool = True) -> Tuple[Dict[str, torch.Tensor], DetectorLoadReport]:
-    """The tensors of ``state`` that fit ``model`` (same key, same shape) and the report of the rest.
-    A shape mismatch is skipped and reported when ``allow_mismatch``, otherwise a DataError naming the key."""
-    own = model.state_dict()
-    report = DetectorLoadReport(path)
-    usable = {}
-    for key, value in state.items():
-        if key not in own:
-            if not key.endswith(_NBT):
-                report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            if not allow_mismatch:
-                raise DataError(f"{path}: '{key}' has shape {tuple(value.shape)}, the model expects "
-                                f"{tuple(own[key].shape)}; check model.num_classes / arch")
-            report.mismatched.append((key, tuple(own[key].shape), tuple(value.shape)))
-        else:
-            usable[key] = value
-            report.loaded.append(key)
-    skipped = {m[0] for m in report.mismatched}
-    report.missing = [k for k in own if k not in usable and k not in skipped and not k.endswith(_NBT)]
-    return usable, report
-
-
-def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
-                          allow_mismatch: bool = True) -> DetectorLoadReport:
+def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False, allow_mismatch: bool = True,
+                          checkpoint: Optional[dict] = None) -> LoadReport:
     """Load ``path`` into ``model``; keys whose shapes differ (a new class count when fine-tuning)
-    are skipped and reported when ``allow_mismatch``, otherwise an error naming the key."""
-    ckpt = read_checkpoint(path)
-    usable, report = match_state(checkpoint_state(ckpt, prefer_ema), model, path, allow_mismatch)
+    are skipped and reported when ``allow_mismatch``, otherwise an error naming the key.
+    ``checkpoint``: the file already read (:func:`engine.checkpoint.read_checkpoint`), not read again."""
+    ckpt = read_checkpoint(path, REMEDY) if checkpoint is None else checkpoint
+    usable, report = match_state(checkpoint_state(ckpt, prefer_ema, path), model, path, allow_mismatch,
+                                 remedy="check model.num_classes / arch")
     model.load_state_dict(usable, strict=False)
-    meta = ckpt.get("meta") or {}
+    meta = checkpoint_meta(ckpt)
     if isinstance(meta.get("input_norm"), dict) and hasattr(model, "transform"):
         model.transform.input_norm = dict(meta["input_norm"])
+        report.input_norm_from_weights = True
+    report.input_norm = getattr(model, "input_norm", None)
     return report
 
 
-def label_space(path: Optional[str]) -> Optional[Dict[str, list]]:
-    """``{"category_ids": [...], "class_names": [...]}`` recorded in a checkpoint's meta, or None."""
-    if not path:
+def label_space(path: Optional[str], checkpoint: Optional[dict] = None) -> Optional[Dict[str, list]]:
+    """``{"category_ids": [...], "class_names": [...]}`` recorded in a checkpoint's meta, or None.
+    ``checkpoint``: the file already read, not read again."""
+    if not path and checkpoint is None:
         return None
-    meta = read_checkpoint(path).get("meta") or {}
+    meta = checkpoint_meta(read_checkpoint(path, REMEDY) if checkpoint is None else checkpoint)
     if isinstance(meta.get("category_ids"), list):
         ids = [int(i) for i in meta["category_ids"]]
         names = meta.get("class_names") or [str(i) for i in ids]
         return {"category_ids": ids, "class_names": list(names)}
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision detectors -> reskit detection checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _coco_names() -> list:
+    from torchvision.models import _meta  # the category list torchvision's COCO weights carry
+    return list(_meta._COCO_CATEGORIES)
+
+
+def is_torchvision_detection(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("backbone.body.") for k in state) and \
+        any(k.startswith("roi_heads.box_predictor.") for k in state)
+
+
+def convert_torchvision_detection(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """(reskit state dict, meta) of a torchvision Faster / Mask R-CNN R50-FPN state dict."""
+    if not is_torchvision_detection(state):
+        raise ValueError("not a torchvision Faster/Mask R-CNN state dict (expected backbone.body.* and "
+                         "roi_heads.box_predictor.* keys)")
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone.body."):
+            key = "backbone.bottom_up." + key[len("backbone.body."):]
+        out[key] = value
+    num_outputs = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
+    names = _coco_names()
+    if num_outputs == len(names):
+        class_names = names[1:]
+    else:
+        class_names = [f"class {i}" for i in range(1, num_outputs)]
+    mask = any(k.startswith("roi_heads.mask_predictor.") for k in state)
+    meta = {"task": KIND_DETECTION, "arch": "FPN", "mask": mask, "num_classes": num_outputs - 1,
+            "category_ids": list(range(1, num_outputs)), "class_names": class_names,
+            "backbone": "resnet50", "input_norm": dict(TORCHVISION_INPUT_NORM),
+            "source": "torchvision " + ("maskrcnn_resnet50_fpn" if mask else "fasterrcnn_resnet50_fpn")}
+    return out, meta
+
+
+def match_detections(expected: Dict[str, "np.ndarray"], got: Dict[str, "np.ndarray"],
+                     box_tol: float = 1e-2, score_tol: float = 1e-4) -> int:
+    """How many detections of ``expected`` have a partner in ``got``: same label, box within
+    ``box_tol`` px (max coordinate difference) and score within ``score_tol``; pairs are one to one
+    and order is ignored. For checking a conversion or a faster path against a reference.
+
+    Each set: ``boxes`` N x 4, ``scores`` N, ``labels`` (or ``category_ids``) N.
+    """
+    import numpy as np
+
+    def arrays(d):
+        labels = d["labels"] if "labels" in d else d["category_ids"]
+        return (np.asarray(d["boxes"], dtype=np.float64).reshape(-1, 4),
+                np.asarray(d["scores"], dtype=np.float64).reshape(-1), np.asarray(labels).reshape(-1))
+
+    eb, es, el = arrays(expected)
+    gb, gs, gl = arrays(got)
+    free = np.ones(len(gb), dtype=bool)
+    matched = 0
+    for i in np.argsort(-es, kind="stable"):
+        ok = free & (gl == el[i]) & (np.abs(gb - eb[i]).max(axis=1) <= box_tol) & (np.abs(gs - es[i]) <= score_tol)
+        if ok.any():
+            free[np.flatnonzero(ok)[0]] = False
+            matched += 1
+    return matched

@@ -8,17 +8,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.checkpoint import checkpoint_meta, read_checkpoint
 from engine.config import load_config
 
 from .config import SegConfig
 from .models import build_segmentation_model
-from .weights import checkpoint_meta, load_segmentation_weights
+from .weights import REMEDY, load_segmentation_weights
 
 __all__ = ["SemanticPredictor"]
 
 
 class SemanticPredictor:
-    """Loads ``weights`` (a reskit segmentation checkpoint) into the model of ``config`` and predicts.
+    """Loads ``weights`` (a reskit segmentation checkpoint) into the model of ``config`` and predicts;
+    ``checkpoint`` is that file already read (:func:`engine.checkpoint.read_checkpoint`), if it was.
 
     ``predictor(image)`` takes an RGB uint8 array [H, W, 3] and returns the label map int64 [H, W] at
     the image's own size: the image is resized to short side ``data.base_size`` when the config
@@ -26,14 +28,16 @@ class SemanticPredictor:
     ``class_names`` come from the checkpoint when it records them.
     """
 
-    def __init__(self, config: str, weights: str, device: Optional[str] = None, overrides: Sequence[str] = ()):
+    def __init__(self, config: str, weights: str, device: Optional[str] = None, overrides: Sequence[str] = (),
+                 checkpoint: Optional[dict] = None):
         # the backbone file is not needed: the checkpoint holds every weight
         self.cfg = load_config(SegConfig, config, ["model.backbone.weights=null", *overrides])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = build_segmentation_model(self.cfg.model)
-        load_segmentation_weights(model, weights, strict=True)
+        ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once
+        load_segmentation_weights(model, weights, strict=True, checkpoint=ckpt)
         self.model = model.to(self.device).eval()
-        meta = checkpoint_meta(weights)
+        meta = checkpoint_meta(ckpt)
         self.class_names = list(meta.get("class_names") or self.cfg.data.class_names or
                                 [f"class {i}" for i in range(self.cfg.model.num_classes)])
         self.short_side = self.cfg.data.base_size if self.cfg.data.eval_resize else None

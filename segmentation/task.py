@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.checkpoint import KIND_SEMANTIC_SEGMENTATION
 from engine.data import build_inference_loader
 from engine.dist import get_world_size, is_main_process
 
@@ -152,7 +153,7 @@ class SemanticSegmentationTask:
 
     def checkpoint_meta(self) -> dict:
         m = self.cfg.model
-        return {"task": "semantic_segmentation", "head": m.head, "backbone": m.backbone.name,
+        return {"task": KIND_SEMANTIC_SEGMENTATION, "head": m.head, "backbone": m.backbone.name,
                 "num_classes": m.num_classes, "class_names": self.class_names(),
                 "ignore_index": m.ignore_index, "aux_loss": m.aux_loss,
                 "input_norm": dict(self._input_norm or build_segmentation_model(m).input_norm),

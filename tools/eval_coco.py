@@ -38,6 +38,8 @@ def evaluate_model(args) -> dict:
     from detection.config import DetConfig
     from detection.evaluation import write_metrics_json
     from detection.task import DetectionTask
+    from detection.weights import REMEDY
+    from engine.checkpoint import read_checkpoint
     from engine.cli import parse_config
     from engine.dist import is_main_process
     from engine.trainer import Trainer
@@ -45,7 +47,9 @@ def evaluate_model(args) -> dict:
     overrides = ["model.backbone.weights=null", f"model.weights={args.weights}",
                  f"test.backend={args.backend}", *args.overrides]
     cfg = parse_config(DetConfig, args.config, overrides)
-    metrics = Trainer(cfg, DetectionTask(cfg, training=False)).evaluate_only(args.weights)
+    # Read once, before any work: a file that is no detection checkpoint stops here, in one line.
+    task = DetectionTask(cfg, training=False, checkpoint=read_checkpoint(args.weights, REMEDY))
+    metrics = Trainer(cfg, task).evaluate_only(args.weights)
     if is_main_process():
         print(format_table(metrics), end="")
         if args.output:

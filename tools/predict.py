@@ -16,10 +16,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.image_io import read_image  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
-from detection.weights import read_checkpoint  # noqa: E402
+from detection.weights import REMEDY  # noqa: E402
+from engine.checkpoint import KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION, checkpoint_kind, read_checkpoint  # noqa: E402
+from engine.data import DataError  # noqa: E402
+from engine.image_io import read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -36,14 +38,15 @@ def list_images(path: str) -> list:
     return files
 
 
-def predict_semantic(args, files: list) -> None:
+def predict_semantic(args, files: list, checkpoint: dict) -> None:
     import cv2
     import numpy as np
 
     from segmentation.predictor import SemanticPredictor
     from segmentation.visualize import overlay
 
-    predictor = SemanticPredictor(args.config, args.weights, device=args.device, overrides=args.overrides)
+    predictor = SemanticPredictor(args.config, args.weights, device=args.device, overrides=args.overrides,
+                                  checkpoint=checkpoint)
     records = []
     for path in files:
         image = read_image(path)
@@ -72,11 +75,15 @@ def main():
 
     files = list_images(args.input)
     os.makedirs(args.output, exist_ok=True)
-    meta = read_checkpoint(args.weights).get("meta") or {}
-    if meta.get("task") == "semantic_segmentation":
-        return predict_semantic(args, files)
+    checkpoint = read_checkpoint(args.weights, REMEDY)  # once: the kind decides, the predictor loads it
+    kind = checkpoint_kind(checkpoint)
+    if kind == KIND_SEMANTIC_SEGMENTATION:
+        return predict_semantic(args, files, checkpoint)
+    if kind not in (KIND_DETECTION, None):  # None: an older or bare detector state dict, tried as one
+        raise DataError(f"--weights {args.weights}: a {kind} checkpoint; predict.py runs detection and semantic "
+                        "segmentation checkpoints (classification: tools/train_cls.py --eval-only)")
     predictor = Predictor(args.config, args.weights, device=args.device,
-                          overrides=["model.backbone.weights=null", *args.overrides])
+                          overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
     records = []
     for path in files:
         image = read_image(path)

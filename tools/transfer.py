@@ -25,51 +25,56 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbones.transfer import transfer_weights  # noqa: E402
-from backbones.weights import FORMATS  # noqa: E402
+from backbones.weights import FORMATS, read_weights  # noqa: E402
+from detection.weights import convert_torchvision_detection, is_torchvision_detection  # noqa: E402
 from engine.checkpoint import save_checkpoint  # noqa: E402
 from engine.cli import fail  # noqa: E402
+from segmentation.weights import convert_torchvision_segmentation, is_torchvision_segmentation  # noqa: E402
 
-WHOLE_MODEL_FORMATS = ("torchvision-detection", "torchvision-segmentation")
+# Whole models each package converts: --format name -> (recogniser, converter). Anything else is
+# backbone weights for backbones.transfer.
+WHOLE_MODELS = {
+    "torchvision-detection": (is_torchvision_detection, convert_torchvision_detection),
+    "torchvision-segmentation": (is_torchvision_segmentation, convert_torchvision_segmentation),
+}
+# The config each converted torchvision model is evaluated and fine-tuned with.
+CONFIGS = {"maskrcnn_resnet50_fpn": "configs/detection/mask_rcnn_R50_FPN_1x.yaml",
+           "fasterrcnn_resnet50_fpn": "configs/detection/faster_rcnn_R50_FPN_1x.yaml",
+           "fcn_resnet50": "configs/segmentation/fcn_R50_coco.yaml",
+           "deeplabv3_resnet50": "configs/segmentation/deeplabv3_R50_coco.yaml",
+           "deeplabv3_resnet101": "configs/segmentation/deeplabv3_R101_coco.yaml"}
 
 
-def convert_whole_model(src: str, out, fmt: str) -> bool:
-    """Convert a torchvision detector or segmentation model; False when ``src`` is neither."""
-    import torch
+def _whole_state(content):
+    """The state dict of a whole model: bare, or under "model" in a checkpoint of torchvision's
+    references/ scripts (which record no "meta", unlike ours)."""
+    if isinstance(content, dict) and isinstance(content.get("model"), dict) and "meta" not in content:
+        return content["model"]
+    return content if isinstance(content, dict) else None
 
-    from detection.convert import convert_torchvision_detection, is_torchvision_detection
-    from segmentation.convert import convert_torchvision_segmentation, detect_arch
 
-    if fmt not in ("auto",) + WHOLE_MODEL_FORMATS or src.endswith((".pkl", ".safetensors")):
-        return False
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a torch file: the backbone converters report it
-        return False
-    if isinstance(state, dict) and isinstance(state.get("model"), dict) and "meta" not in state:
-        state = state["model"]  # a torchvision references/ checkpoint
-    if not isinstance(state, dict):
-        return False
-    if fmt == "torchvision-detection" or (fmt == "auto" and is_torchvision_detection(state)):
-        converted, meta = convert_torchvision_detection(state)
-        config = ("configs/detection/mask_rcnn_R50_FPN_1x.yaml" if meta["mask"]
-                  else "configs/detection/faster_rcnn_R50_FPN_1x.yaml")
-    else:
-        is_seg = any(k.startswith("classifier.4.") for k in state) and any(k.startswith("backbone.layer3.") for k in state)
-        if not (fmt == "torchvision-segmentation" or is_seg):
-            return False
-        converted, meta = convert_torchvision_segmentation(state)
-        arch = detect_arch(state)
-        config = {"fcn_resnet50": "configs/segmentation/fcn_R50_coco.yaml",
-                  "deeplabv3_resnet50": "configs/segmentation/deeplabv3_R50_coco.yaml",
-                  "deeplabv3_resnet101": "configs/segmentation/deeplabv3_R101_coco.yaml"}.get(arch, "a config with " + str(meta["config"]))
+def whole_model_format(content, fmt: str):
+    """The WHOLE_MODELS key that converts ``content`` (the one --format names, or the one that
+    recognises its keys under --format auto), or None: backbone weights."""
+    state = _whole_state(content)
+    if state is None or fmt not in ("auto", *WHOLE_MODELS):
+        return None
+    if fmt in WHOLE_MODELS:
+        return fmt
+    return next((name for name, (recognise, _) in WHOLE_MODELS.items() if recognise(state)), None)
+
+
+def convert_whole_model(content, fmt: str, out) -> None:
+    """Convert a torchvision detector or segmentation model; write it as a reskit checkpoint."""
+    converted, meta = WHOLE_MODELS[fmt][1](_whole_state(content))  # a ValueError says what does not fit
+    arch = meta["source"].split()[-1]  # "torchvision fcn_resnet50"
     print(f"source     {meta['source']} ({len(converted)} tensors, {meta['num_classes']} classes)")
-    print(f"config     {config}")
+    print(f"config     {CONFIGS.get(arch) or 'a config with ' + str(meta.get('config', {}))}")
     if out:
         save_checkpoint(out, {"model": converted, "meta": meta})
         print(f"wrote      {out}")
     else:
         print("checked    (no --out: nothing written)")
-    return True
 
 
 def parse_options(items):
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", help="classification checkpoint or weights file (.pth, .pt, .safetensors, .pkl)")
     parser.add_argument("--out", help="where to write the backbone weights (omit to only check)")
-    parser.add_argument("--format", default="auto", choices=FORMATS + WHOLE_MODEL_FORMATS,
+    parser.add_argument("--format", default="auto", choices=FORMATS + tuple(WHOLE_MODELS),
                         help="source format (default: auto)")
     parser.add_argument("--name", help="backbone architecture, e.g. resnet50, plain34, timm:convnext_tiny "
                                        "(default: as the checkpoint records it or as its keys imply)")
@@ -98,17 +103,15 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.src):
         fail(f"{args.src}: file not found", 1)
     try:
-        if convert_whole_model(args.src, args.out, args.format):
+        read = read_weights(args.src)  # once, without running code from it
+        whole = whole_model_format(read.content, args.format)
+        if whole:
+            convert_whole_model(read.content, whole, args.out)
             return 0
-    except ValueError as e:
-        fail(f"{args.src}: {e}", 1)
-    if args.format in WHOLE_MODEL_FORMATS:
-        fail(f"{args.src}: not a {args.format} state dict", 1)
-    try:
-        result = transfer_weights(args.src, args.out, args.format, args.name, parse_options(args.option),
+        result = transfer_weights(read, args.out, args.format, args.name, parse_options(args.option),
                                   allow_partial=args.allow_partial)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e), 1)
+        fail(str(e) if str(e).startswith(args.src) else f"{args.src}: {e}", 1)
     print(f"backbone   {result.name} {result.options or ''}".rstrip())
     print(result.report)
     if result.dropped:

@@ -135,3 +135,13 @@ def test_cifar_architecture_inferred_from_the_keys():
     with torch.device("meta"):
         state = build_classifier("cifar_resnet56", 10).state_dict()
     assert infer_resnet_name(state) == "cifar_resnet56"
+
+
+def test_a_json_file_given_as_weights_is_named_as_json(tmp_path, capsys):
+    src = tmp_path / "resnet50.json"
+    src.write_text('{"arch": "resnet50"}')
+    with pytest.raises(SystemExit) as e:
+        _tool().main([str(src), "--out", str(tmp_path / "x.pth")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and err.count("\n") == 0 and not (tmp_path / "x.pth").exists()
+    assert "resnet50.json: a JSON file, not a PyTorch checkpoint" in err and "run code" not in err

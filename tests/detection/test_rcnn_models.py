@@ -8,7 +8,7 @@ import torchvision
 
 from detection.build import build_detector
 from detection.config import DetModelConfig, InputConfig
-from detection.convert import convert_torchvision_detection, match_detections
+from detection.weights import convert_torchvision_detection, match_detections
 from detection.predictor import Predictor
 from torchvision_reference import calibrate, torchvision_rcnn
 

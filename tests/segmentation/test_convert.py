@@ -6,7 +6,7 @@ from torchvision.models.segmentation import deeplabv3_resnet50, fcn_resnet50
 from backbones import TORCHVISION_INPUT_NORM, normalize_image
 from backbones.config import BackboneConfig
 from segmentation.config import SegModelConfig
-from segmentation.convert import convert_torchvision_segmentation, detect_arch
+from segmentation.weights import convert_torchvision_segmentation, detect_arch
 from segmentation.data import VOC_CLASSES
 from segmentation.models import build_segmentation_model
 
