@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import logging
 import math
 import os
 import time
@@ -44,13 +44,17 @@ from .data import DataError, build_train_loader, move_to_device, seed_everything
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor)
 from .ema import ModelEMA
-from .logger import MetricsLogger
+from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
+from .jsonio import write_json
+from .logger import MetricsLogger, setup_logging
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
 from .schedule import build_lr_scheduler, scale_for_batch
 from .task import Task
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
+
+logger = logging.getLogger(__name__)
 
 
 def lookup_metric(results: dict, dotted: str) -> Optional[float]:
@@ -87,6 +91,7 @@ class Trainer:
         set_deterministic(cfg.deterministic)
         dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
         self.device = init_distributed(dist_cfg.backend, dist_cfg.timeout)
+        setup_logging(cfg.output_dir, get_rank())
         self._check_config()
 
         seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up
@@ -138,8 +143,9 @@ class Trainer:
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
                                     group_ids=self.task.group_ids(), start_batch=self.iteration,
                                     accumulate=solver.accumulate)
+        interrupt = self._interrupt = GracefulInterrupt().__enter__()  # before the loader forks workers
         loader = build_train_loader(dataset, sampler, self.task.collate, cfg.data.num_workers, seed=cfg.seed)
-        logger = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
+        metrics = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
                                cfg.logging.tensorboard, cfg.logging.progress_bar, enabled=is_main_process())
         batches = iter(loader)
         # RNGs last, after everything that might draw from them: training randomness (dropout, ...)
@@ -155,20 +161,22 @@ class Trainer:
         self.train_model.train()
         try:
             while self.iteration < self.max_iter:
-                self._step(batches, sampler, logger)
+                if interrupt.requested():
+                    self._stop_on_interrupt()
+                self._step(batches, sampler, metrics)
                 if cfg.test.eval_period > 0 and self.iteration % cfg.test.eval_period == 0 \
                         and self.iteration < self.max_iter:
-                    self._evaluate_and_track(logger)
+                    self._evaluate_and_track(metrics)
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
             del batches, loader  # stops the (persistent) loader workers before the final evaluation
-            results = self._evaluate_and_track(logger)
+            results = self._evaluate_and_track(metrics)
         finally:
-            logger.close()
+            interrupt.__exit__(None, None, None)
+            metrics.close()
         if is_main_process():
             save_checkpoint(os.path.join(cfg.output_dir, "model_final.pth"), self._weights_state())
-            with open(os.path.join(cfg.output_dir, "results.json"), "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=2)
+            write_json(os.path.join(cfg.output_dir, "results.json"), results)
         return results
 
     def _start(self, resume: bool):
@@ -189,17 +197,17 @@ class Trainer:
                               "continue it, or choose another output_dir (or delete its checkpoints/)")
         if found is None:
             if resume and is_main_process():
-                print(f"no checkpoint in {self.checkpointer.directory}: starting from scratch", flush=True)
+                logger.info(f"no checkpoint in {self.checkpointer.directory}: starting from scratch")
             return None
         if state is None:
             state = load_checkpoint(found)
         self.load_state(state)
         self.last_checkpoint = found
         if is_main_process():
-            print(f"resuming from {found} (iteration {self.iteration})", flush=True)
+            logger.info(f"resuming from {found} (iteration {self.iteration})")
         return state.get("rng")
 
-    def _step(self, batches, sampler: TrainBatchSampler, logger: MetricsLogger) -> None:
+    def _step(self, batches, sampler: TrainBatchSampler, metrics: MetricsLogger) -> None:
         solver = self.cfg.solver
         start = time.perf_counter()
         data_time, skipped = 0.0, 0
@@ -255,17 +263,38 @@ class Trainer:
         self.skipped_total += int(packed[-1])
         if self.skipped_total:
             extra["skipped"] = self.skipped_total
-        logger.update(self.iteration, sampler.epoch_of(self.iteration), lr, losses_mean,
+        metrics.update(self.iteration, sampler.epoch_of(self.iteration), lr, losses_mean,
                       time.perf_counter() - start, data_time, extra)
+
+    def _stop_on_interrupt(self) -> None:
+        if getattr(self, "saved_iteration", None) != self.iteration:
+            self.save_checkpoint()
+        raise TrainingInterrupted(f"interrupted at iteration {self.iteration}: saved "
+                                  f"{self.checkpointer.path_for(self.iteration)}; "
+                                  f"continue with: {resume_command()}")
 
     def _non_finite(self, losses: Dict[str, float]) -> None:
         terms = ", ".join(f"{k}={v:.6g}" for k, v in losses.items())
-        kept = f"the last checkpoint {self.last_checkpoint} is intact" if self.last_checkpoint \
-            else "no checkpoint was written yet"
+        kept = self._newest_finite_checkpoint() if is_main_process() else "see rank 0's message"
         raise FloatingPointError(
             f"non-finite loss at iteration {self.iteration + 1}: {terms} (total "
             f"{sum(losses.values()):.6g}); stopped before the optimizer step, {kept}. Lower "
             "solver.base_lr, lengthen solver.warmup_iters, set solver.clip_grad, or check the data")
+
+    def _newest_finite_checkpoint(self) -> str:
+        # Weights can blow up several steps before the loss turns non-finite, so the newest file is
+        # not necessarily a good one: name the newest whose weights are all finite, with their scale.
+        for _, path in reversed(self.checkpointer.all()):
+            try:
+                state = load_checkpoint(path)["model"]
+            except Exception:  # noqa: BLE001 - an unreadable file is simply not a candidate
+                continue
+            tensors = [v for v in state.values() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+            if all(bool(torch.isfinite(v).all()) for v in tensors):
+                largest = max((float(v.abs().max()) for v in tensors), default=0.0)
+                return (f"the newest checkpoint whose weights are all finite is {path} "
+                        f"(largest |weight| {largest:.3g})")
+        return "no checkpoint with finite weights was written"
 
     # -------------------------------------------------------------------------------- evaluation
 
@@ -288,10 +317,10 @@ class Trainer:
             set_rng_state(rng)
         return broadcast_object(results if is_main_process() else None) or {}
 
-    def _evaluate_and_track(self, logger: Optional[MetricsLogger] = None) -> dict:
+    def _evaluate_and_track(self, metrics: Optional[MetricsLogger] = None) -> dict:
         results = self.evaluate()
-        if logger is not None:
-            logger.log_eval(self.iteration, results)
+        if metrics is not None:
+            metrics.log_eval(self.iteration, results)
         metric = lookup_metric(results, self.task.primary_metric)
         if metric is None:
             if self.cfg.solver.lr_schedule == "plateau":
@@ -328,8 +357,7 @@ class Trainer:
         results = self._evaluate_model(self.model)
         if is_main_process():
             os.makedirs(self.cfg.output_dir, exist_ok=True)
-            with open(os.path.join(self.cfg.output_dir, "results_eval.json"), "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=2)
+            write_json(os.path.join(self.cfg.output_dir, "results_eval.json"), results)
         return results
 
     # ------------------------------------------------------------------------------- checkpoints
@@ -356,6 +384,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """``checkpoints/model_{iteration:07d}.pth``; a collective call (every rank's RNG is saved)."""
         rng = all_gather_object(get_rng_state())
+        self.saved_iteration = self.iteration  # on every rank (last_checkpoint is rank 0's path)
         if is_main_process():
             state = self.state_dict()
             state["rng"] = rng

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data._utils import ExceptionWrapper
 
 from conftest import load_config_for, run_tiny, write_config
-from engine.checkpoint import Checkpointer, load_checkpoint
+from engine.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, user_message
 from engine.sampler import TrainBatchSampler
@@ -32,11 +32,20 @@ def test_non_finite_loss_names_iteration_and_terms_and_keeps_last_checkpoint(tmp
         trainer.train()
     message = str(info.value)
     assert message.startswith("non-finite loss at iteration 8: loss_cls=nan, loss_logit_l2=nan")
-    assert "model_0000005.pth is intact" in message
     run_dir = os.path.join(tmp_path, "run")
+    five = os.path.join(run_dir, "checkpoints", "model_0000005.pth")
+    assert f"the newest checkpoint whose weights are all finite is {five} (largest |weight| " in message
     assert [i for i, _ in Checkpointer(run_dir).all()] == [5]
     assert load_checkpoint(Checkpointer(run_dir).latest())["iteration"] == 5
     assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
+
+    # a newer checkpoint whose weights already blew up is passed over
+    state = load_checkpoint(five)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("inf"))
+    save_checkpoint(os.path.join(run_dir, "checkpoints", "model_0000007.pth"), state)
+    assert trainer._newest_finite_checkpoint().startswith(
+        f"the newest checkpoint whose weights are all finite is {five} ")
 
 
 def test_data_error_in_worker_is_one_line_and_exit_code_1(tmp_path):
