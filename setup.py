@@ -23,5 +23,7 @@ setup(
         "matplotlib>=3.7",
         "numpy>=1.24",
     ],
-    extras_require={"dev": ["pytest>=7.4"]},
+    extras_require={"dev": ["pytest>=7.4"],
+                    # tools/export.py, --backend onnxruntime (docs/deploy.md)
+                    "deploy": ["onnx>=1.16", "onnxruntime>=1.18"]},
 )
