@@ -14,6 +14,8 @@ from typing import List, Optional
 
 from engine.config import ConfigError, choice
 
+from .hub import check_weights_name, is_weights_name
+
 __all__ = ["BackboneConfig", "TIMM_PREFIX", "timm_model_name"]
 
 # Any timm model joins as ``timm:<model>`` (timm's own name, pretrained tags allowed: resnet50.a1_in1k).
@@ -28,7 +30,9 @@ def timm_model_name(name: str) -> Optional[str]:
 @dataclass
 class BackboneConfig:
     name: str = "resnet50"  # resnet18..152, plain18.., cifar_resnet20.., timm:<model>
-    weights: Optional[str] = None  # local file: torchvision / timm / reskit / safetensors / MSRA .pkl
+    # local file (torchvision / timm / reskit / safetensors / MSRA .pkl) or a name (backbones/hub.py):
+    # torchvision:ResNet50_Weights.IMAGENET1K_V2, timm:resnet50.a1_in1k, detectron2://ImageNetPretrained/MSRA/R-50.pkl
+    weights: Optional[str] = None
     weights_format: str = "auto"  # auto | reskit | torchvision | timm | safetensors | msra
     norm: str = "BN"  # BN | SyncBN | FrozenBN | GN
     freeze_at: int = 0  # 0 none, 1 stem, 2 stem+res2, ... (as detectron2)
@@ -52,7 +56,12 @@ class BackboneConfig:
                               f"got {list(self.dilation)}")
         if not 0 <= self.freeze_at <= 5:
             raise ConfigError(f"{prefix}freeze_at: expected 0..5, got {self.freeze_at}")
-        if self.weights and not os.path.isfile(self.weights):
+        if self.weights and is_weights_name(self.weights):  # torchvision:..., timm:..., detectron2://...
+            try:
+                check_weights_name(self.weights)
+            except ValueError as e:
+                raise ConfigError(f"{prefix}weights: {e}") from None
+        elif self.weights and not os.path.isfile(self.weights):
             raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
 
     def network_options(self) -> dict:

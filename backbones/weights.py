@@ -28,6 +28,7 @@ from torch import nn
 
 from engine.checkpoint import LoadReport, match_state, read_checkpoint
 
+from .hub import is_weights_name, resolve_weights
 from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
 from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
 from .resnet import Bottleneck, ResNet
@@ -66,6 +67,8 @@ def read_weights(source: Union[str, os.PathLike, Mapping, WeightsFile]) -> Weigh
     if isinstance(source, Mapping):
         return WeightsFile(source, "<state dict>", None)
     path = os.fspath(source)
+    if is_weights_name(path):  # torchvision:..., timm:..., detectron2://...: the converted, cached file
+        path = resolve_weights(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".pkl"):
@@ -214,6 +217,13 @@ def _check_msra_compatible(model: nn.Module) -> None:
                              f"build the model{' ' + name if name else ''} with stride_in_1x1=True")
 
 
+def _converted_from_msra(content) -> bool:
+    """A backbone checkpoint that transfer.py wrote from MSRA weights (e.g. a detectron2:// name)."""
+    meta = content.get("meta") if isinstance(content, Mapping) else None
+    options = (meta.get("backbone") or {}).get("options") if isinstance(meta, Mapping) else None
+    return isinstance(options, Mapping) and options.get("stride_in_1x1") is True and meta.get("format") == "msra"
+
+
 def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: bool = True) -> LoadReport:
     """Load ``source`` (a path, a :class:`WeightsFile` or a state dict / checkpoint dict) into
     ``model``; returns the report.
@@ -227,7 +237,7 @@ def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: 
     state, found, input_norm = _unwrap(read.content, read.name, implied if format == "auto" and implied else format)
     if found == "auto":
         found = implied or "torchvision"
-    if found == "msra":
+    if found == "msra" or _converted_from_msra(read.content):
         _check_msra_compatible(model)
 
     mapping, rules = _match_keys(list(state), list(model.state_dict()))

@@ -24,6 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from backbones.hub import is_weights_name  # noqa: E402
 from backbones.transfer import transfer_weights  # noqa: E402
 from backbones.weights import FORMATS, read_weights  # noqa: E402
 from detection.weights import convert_torchvision_detection, is_torchvision_detection  # noqa: E402
@@ -89,7 +90,9 @@ def parse_options(items):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="classification checkpoint or weights file (.pth, .pt, .safetensors, .pkl)")
+    parser.add_argument("src", help="classification checkpoint or weights file (.pth, .pt, .safetensors, .pkl), "
+                                    "or a name: torchvision:ResNet50_Weights.IMAGENET1K_V2, timm:resnet50.a1_in1k, "
+                                    "detectron2://ImageNetPretrained/MSRA/R-50.pkl (docs/weights.md)")
     parser.add_argument("--out", help="where to write the backbone weights (omit to only check)")
     parser.add_argument("--format", default="auto", choices=FORMATS + tuple(WHOLE_MODELS),
                         help="source format (default: auto)")
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--allow-partial", action="store_true",
                         help="write the weights even if backbone tensors are missing or mismatched")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.src):
+    if not os.path.isfile(args.src) and not is_weights_name(args.src):
         fail(f"{args.src}: file not found", 1)
     try:
         read = read_weights(args.src)  # once, without running code from it
