@@ -1,6 +1,7 @@
 """COCO-format annotation files and their images: the one place detection and segmentation read them.
 
-What every COCO reader here shares: :func:`load_coco_json` (a pycocotools index with one-line errors),
+What every COCO reader here shares: :func:`load_coco_json` (a pycocotools index of the records that
+:func:`detection.annotations.clean_coco` keeps, with one-line errors),
 :func:`category_names` and :func:`contiguous_category_map` (arbitrary category ids to labels 1..K sorted
 by id, the convention of torchvision and detectron2), :func:`image_record` (an image entry's file name
 and size, checked) and :func:`read_coco_image` / :func:`read_record_image` (OpenCV decoding through
@@ -24,41 +25,53 @@ from pycocotools.coco import COCO
 from engine import image_io
 from engine.data import DataError
 
-__all__ = ["load_coco_json", "category_names", "contiguous_category_map", "image_record", "read_coco_image",
+from .annotations import clean_coco
+
+__all__ = ["read_json", "load_coco_json", "category_names", "used_category_ids", "contiguous_category_map", "image_record", "read_coco_image",
            "read_record_image"]
 
 _REMEDY = "replace the file or remove the image from the dataset (data.skip_bad=true skips and counts such images)"
 _MISSING = "check the images directory or the file_name in the annotation json"
 
 
-def load_coco_json(json_path: str) -> COCO:
-    """A pycocotools COCO object for ``json_path``, with one-line errors for files it cannot index."""
+def read_json(json_path: str):
+    """The parsed json of ``json_path``; DataError (one line) when it is missing or not JSON."""
     if not os.path.isfile(json_path):
         raise DataError(f"{json_path}: annotation file not found")
     try:
         with open(json_path, "r", encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{json_path}: not valid JSON ({e}); run tools/check_dataset.py on it") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{json_path}: the top level must be an object with images, annotations, categories")
-    for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{json_path}: key '{key}' missing or not a list; run tools/check_dataset.py on it")
-    data.setdefault("annotations", [])
+
+
+def load_coco_json(json_path: str, max_dropped_fraction: Optional[float] = None,
+                   key: str = "data.max_dropped_fraction") -> COCO:
+    """A pycocotools COCO object of the usable records of ``json_path``
+    (:func:`detection.annotations.clean_coco`); ``coco.cleaning`` says what was left out and why.
+
+    Stops (DataError, one line) when the file has no usable annotation or more than
+    ``max_dropped_fraction`` of them were dropped (None: never for the fraction; ``key`` names the
+    setting in that message).
+    """
+    cleaning = clean_coco(read_json(json_path), json_path)
+    cleaning.require_usable(1.0 if max_dropped_fraction is None else max_dropped_fraction, key)
     coco = COCO()
-    coco.dataset = data
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco.createIndex()
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{json_path}: malformed record ({e!r}); run tools/check_dataset.py on it") from None
+    coco.dataset = cleaning.data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    coco.cleaning = cleaning
     return coco
 
 
 def category_names(coco: COCO) -> Dict[int, str]:
     """{category id: name} of the json (a category without a name is called by its id)."""
     return {c["id"]: c.get("name", str(c["id"])) for c in coco.dataset["categories"]}
+
+
+def used_category_ids(coco: COCO) -> set:
+    """Category ids that at least one (usable) annotation has, crowd regions included."""
+    return {ann["category_id"] for ann in coco.dataset["annotations"]}
 
 
 def contiguous_category_map(category_ids: Iterable[int]) -> Dict[int, int]:

@@ -5,9 +5,15 @@ gaps) map to contiguous labels 1..K sorted by id, 0 being background. ``contiguo
 when writing results.
 
 What training sees, and what is counted in ``stats`` (annotations are filtered once, at construction):
+- every record :func:`detection.annotations.clean_coco` drops or repairs, under its reason
+  (``malformed_bbox``, ``duplicate_annotation_id``, ``bad_polygon``, ...); ``coco.cleaning`` holds the
+  examples. The same cleaning gives evaluation its ground truth.
+- ``unused_categories`` (``drop_unused_categories`` only): categories no annotation uses (an annotation
+  tool's placeholder supercategory), left out of the label space.
 - ``crowd_ignored``: crowd regions (``iscrowd: 1``) are left out of the targets, as torchvision's
   references and detectron2's mapper do; Faster/Mask R-CNN training has no use for them.
-- ``dropped_boxes``: boxes with zero, negative or non-finite size, or lying wholly outside the image.
+- ``dropped_boxes``: boxes with zero, negative or non-finite size, or lying wholly outside the image
+  (the sum of those cleaning reasons).
 - ``clipped_boxes``: boxes reaching outside the image, clipped to it (json width/height).
 - ``dropped_no_mask`` (``with_masks`` only): instances whose ``segmentation`` is empty or has no polygon
   of 3+ points are dropped from the targets altogether, as detectron2's ``load_coco_json`` does
@@ -30,7 +36,8 @@ import torch
 
 from engine.data import ConcatDataset, DataError, Item, split_item
 
-from .coco import category_names, contiguous_category_map, image_record, load_coco_json, read_record_image
+from .coco import (category_names, contiguous_category_map, image_record, load_coco_json, read_record_image,
+                   used_category_ids)
 from .masks import has_mask, segmentation_to_mask
 
 __all__ = ["CocoDetection", "ConcatCocoDetection"]
@@ -54,22 +61,33 @@ class CocoDetection(torch.utils.data.Dataset):
     signature); ``sample_seed`` seeds it, so augmentation depends only on the seed.
 
     ``category_map`` ({category id: label}) imposes a mapping, e.g. the one of another dataset that is
-    concatenated with this one or the one a model was trained with.
+    concatenated with this one or the one a model was trained with. Without one, the labels cover
+    every category of the json, or with ``drop_unused_categories`` only those that an annotation uses
+    (``unused_categories`` lists the others, {id: name}).
+
+    ``max_dropped_fraction``: stop (DataError) when more of the annotations than this are unusable
+    (None: only when none is usable). ``coco``: the json already read by :func:`load_coco_json`.
     """
 
     def __init__(self, json_path: str, images_dir: str, transform=None, keep_empty: bool = True,
                  with_masks: bool = False, skip_bad: bool = False,
-                 category_map: Optional[Dict[int, int]] = None):
+                 category_map: Optional[Dict[int, int]] = None, drop_unused_categories: bool = False,
+                 max_dropped_fraction: Optional[float] = None, coco=None):
         self.json_path = json_path
         self.images_dir = images_dir
         self.transform = transform
         self.with_masks = with_masks
         self.skip_bad = skip_bad
-        self.coco = load_coco_json(json_path)
+        self.coco = coco if coco is not None else load_coco_json(json_path, max_dropped_fraction)
+        self.cleaning = self.coco.cleaning
 
         names = category_names(self.coco)
+        self.unused_categories: Dict[int, str] = {}
         if category_map is None:
-            category_map = contiguous_category_map(names)
+            used = used_category_ids(self.coco)
+            if drop_unused_categories:
+                self.unused_categories = {i: n for i, n in names.items() if i not in used}
+            category_map = contiguous_category_map(i for i in names if i not in self.unused_categories)
         labels = sorted(category_map.values())
         if labels != list(range(1, len(labels) + 1)):
             raise ValueError(f"category_map labels must be 1..K without gaps, got {labels}")
@@ -80,11 +98,10 @@ class CocoDetection(torch.utils.data.Dataset):
 
         self.stats = {"images": 0, "annotations": 0, "crowd_ignored": 0, "dropped_boxes": 0,
                       "clipped_boxes": 0, "dropped_no_mask": 0, "empty_images_dropped": 0,
-                      "skipped_images": 0}
-        orphans = set(self.coco.imgToAnns) - set(self.coco.imgs)
-        if orphans:
-            raise DataError(f"{json_path}: annotations point at image ids that are not in 'images' "
-                            f"(e.g. {sorted(orphans)[:5]}); run tools/check_dataset.py on it")
+                      "skipped_images": 0, "unused_categories": len(self.unused_categories)}
+        self.stats.update({r: n for r, n in self.cleaning.counts.items() if n})
+        self.stats["dropped_boxes"] = sum(self.cleaning.counts[r] for r in
+                                          ("malformed_bbox", "empty_bbox", "bbox_outside_image"))
         self.records = []
         for image_id in sorted(self.coco.imgs):
             record = self._parse_image(self.coco.imgs[image_id])
@@ -98,6 +115,12 @@ class CocoDetection(torch.utils.data.Dataset):
     def num_categories(self) -> int:
         """K, the number of foreground classes (torchvision's ``num_classes`` is K + 1)."""
         return len(self.class_names)
+
+    def instances_per_class(self) -> Dict[str, int]:
+        """{class name: training instances} (crowd regions and dropped boxes not counted)."""
+        counts = np.bincount(np.concatenate([r["labels"] for r in self.records] + [np.zeros(0, np.int64)]),
+                             minlength=self.num_categories + 1)
+        return {name: int(counts[i + 1]) for i, name in enumerate(self.class_names)}
 
     def _parse_image(self, info: dict) -> dict:
         record = image_record(info, self.json_path)
@@ -212,6 +235,7 @@ class ConcatCocoDetection(ConcatDataset):
 
     Build with ``ConcatCocoDetection.from_files([(json, images_dir), ...], **CocoDetection kwargs)``:
     the first file's mapping is imposed on the others (their annotations must use its category ids).
+    With ``drop_unused_categories`` a category is unused when no file's annotation uses it.
     Indexing and ``stats`` are :class:`engine.data.ConcatDataset`'s.
     """
 
@@ -225,11 +249,34 @@ class ConcatCocoDetection(ConcatDataset):
     @classmethod
     def from_files(cls, specs: Sequence[Tuple[str, str]], **kwargs) -> "ConcatCocoDetection":
         datasets, category_map = [], kwargs.pop("category_map", None)
-        for json_path, images_dir in specs:
-            ds = CocoDetection(json_path, images_dir, category_map=category_map, **kwargs)
+        drop_unused = kwargs.pop("drop_unused_categories", False)
+        fraction = kwargs.pop("max_dropped_fraction", None)
+        cocos = [load_coco_json(json_path, fraction) for json_path, _ in specs]
+        unused: Dict[int, str] = {}
+        if category_map is None and drop_unused:
+            used = set().union(*(used_category_ids(c) for c in cocos))
+            names = category_names(cocos[0])
+            unused = {i: n for i, n in names.items() if i not in used}
+            category_map = contiguous_category_map(i for i in names if i in used)
+        for (json_path, images_dir), coco in zip(specs, cocos):
+            ds = CocoDetection(json_path, images_dir, category_map=category_map, coco=coco, **kwargs)
             category_map = ds.id_to_contiguous
             datasets.append(ds)
+        datasets[0].unused_categories = unused
+        datasets[0].stats["unused_categories"] = len(unused)
         return cls(datasets)
+
+    @property
+    def unused_categories(self) -> Dict[int, str]:
+        """{id: name} of the categories left out of the label space (no annotation uses them)."""
+        return self.datasets[0].unused_categories
+
+    def instances_per_class(self) -> Dict[str, int]:
+        total: Dict[str, int] = {}
+        for ds in self.datasets:
+            for k, v in ds.instances_per_class().items():
+                total[k] = total.get(k, 0) + v
+        return total
 
     @property
     def num_categories(self) -> int:

@@ -8,21 +8,23 @@ original image's pixels; ``category_id`` is the dataset's own id (labels are map
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
-import torch
 
 from engine.data import DataError
 
-from .masks import masks_to_rles
+from .masks import masks_to_rles, segmentation_to_rle
+
+logger = logging.getLogger(__name__)
 
 
 def _numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (torch is not imported here: eval_coco.py starts without it)
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -98,8 +100,27 @@ def validate_results(results, gt_dataset: dict, iou_type: str, source: str = "re
                 raise DataError(f"{where}: bbox must be [x, y, w, h] of finite numbers, got {bbox!r}")
         else:
             segm = record["segmentation"]
-            if not (isinstance(segm, dict) and "counts" in segm and "size" in segm) and not isinstance(segm, list):
+            if isinstance(segm, list):
+                if not segm or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                                       and all(_is_number(v) for v in p) for p in segm):
+                    raise DataError(f"{where}: segmentation polygons need 3 or more (x, y) pairs of finite numbers")
+            elif not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
                 raise DataError(f"{where}: segmentation must be an RLE {{counts, size}} or a polygon list")
+
+
+def polygons_to_rle(results: List[dict], gt_dataset: dict) -> int:
+    """Turn polygon segmentations of (validated) results into compressed RLEs in the size of their
+    ground-truth image, as ``COCO.loadRes`` needs (it computes areas with ``mask.area``); returns how
+    many were converted."""
+    sizes = {img["id"]: (img["height"], img["width"]) for img in gt_dataset.get("images", [])}
+    converted = 0
+    for record in results:
+        segm = record.get("segmentation")
+        if isinstance(segm, list):
+            rle = segmentation_to_rle(segm, *sizes[record["image_id"]])
+            record["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+            converted += 1
+    return converted
 
 
 def load_results_file(path: str, gt_dataset: dict, iou_type: str) -> List[dict]:
@@ -112,6 +133,12 @@ def load_results_file(path: str, gt_dataset: dict, iou_type: str) -> List[dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     validate_results(results, gt_dataset, iou_type, source=path)
+    if iou_type == "segm":
+        converted = polygons_to_rle(results, gt_dataset)
+        if converted:
+            logger.info("%s: %d polygon segmentation(s) converted to RLE", path, converted)
+    if not results:
+        logger.warning("%s: the results list is empty (no detections): every AP is 0", path)
     return results
 
 

@@ -1,53 +1,53 @@
 """Every problem of a COCO-format dataset, counted, with examples: what ``tools/check_dataset.py`` prints.
 
-Errors make training or evaluation fail or go wrong (missing files, sizes that disagree, unusable
-boxes, ids that point nowhere, duplicates, malformed records). Warnings are handled by the data
-pipeline but worth knowing (boxes clipped to the image, empty segmentations).
+Errors make training or evaluation stop (missing files, sizes that disagree, a file with no usable
+annotation or too many dropped). "dropped" and "repaired" records are the ones
+:func:`detection.annotations.clean_coco` leaves out or fixes for training and evaluation alike (null
+boxes, bad polygons, duplicates, ids that point nowhere, ...), each named here. Warnings and notes
+are handled but worth knowing (decoder warnings, unused categories, annotation id 0, clipped boxes,
+empty segmentations, crowd regions).
 """
 from __future__ import annotations
 
 import json
-import math
-import numbers
+import multiprocessing
 import os
+import sys
+import tempfile
 from collections import Counter, OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from concurrent.futures import ProcessPoolExecutor
+from typing import Dict, List
 
 from engine.data import DataError
 
+from .annotations import DEFAULT_MAX_DROPPED_FRACTION, DROPPED, NOTED, REPAIRED, clean_coco
 from .coco import read_coco_image
-from .masks import valid_polygons
 
-# code: (severity, what it means)
-PROBLEMS = OrderedDict([
-    ("invalid_json", ("error", "the annotation file cannot be read as JSON")),
-    ("schema", ("error", "missing or wrongly typed top-level keys (images, annotations, categories)")),
-    ("bad_image_record", ("error", "image records without a valid id, file_name, width or height")),
-    ("bad_category_record", ("error", "category records without a valid id or name")),
-    ("bad_annotation_record", ("error", "annotation records without a valid id, image_id or category_id")),
-    ("duplicate_image_id", ("error", "image ids used more than once")),
-    ("duplicate_category_id", ("error", "category ids used more than once")),
-    ("duplicate_annotation_id", ("error", "annotation ids used more than once")),
-    ("unknown_image_id", ("error", "annotations pointing at an image id that is not in images")),
-    ("unknown_category_id", ("error", "annotations with a category id that is not in categories")),
-    ("malformed_bbox", ("error", "bbox is not [x, y, w, h] of finite numbers")),
-    ("empty_bbox", ("error", "boxes of zero or negative width or height (dropped in training)")),
-    ("bbox_outside_image", ("error", "boxes wholly outside their image (dropped in training)")),
-    ("missing_area", ("error", "annotations without a numeric area (COCO evaluation needs it)")),
-    ("bad_iscrowd", ("error", "iscrowd other than 0 or 1")),
-    ("malformed_segmentation", ("error", "segmentations that are neither polygons nor an RLE of the image's size")),
-    ("missing_file", ("error", "image files not found")),
-    ("unreadable_file", ("error", "image files that OpenCV cannot decode")),
-    ("size_mismatch", ("error", "json width/height differ from the decoded image")),
-    ("duplicate_file_name", ("warning", "file names used by more than one image record")),
-    ("bbox_clipped", ("warning", "boxes reaching outside their image (clipped in training)")),
-    ("empty_segmentation", ("warning", "empty segmentation lists (no mask: dropped from mask training)")),
-])
+# code: (severity, what it means). The record-level codes are detection.annotations' reasons: what
+# training and evaluation drop ("dropped") or repair ("repaired") is exactly what is listed here.
+PROBLEMS = OrderedDict(
+    [("invalid_json", ("error", "the annotation file cannot be read as JSON")),
+     ("schema", ("error", "missing or wrongly typed top-level keys (images, annotations, categories)")),
+     ("missing_file", ("error", "image files not found")),
+     ("unreadable_file", ("error", "image files that OpenCV cannot decode")),
+     ("size_mismatch", ("error", "json width/height differ from the decoded image")),
+     ("unusable", ("error", "training and evaluation would stop on this file"))]
+    + [(code, ("dropped", meaning)) for code, meaning in DROPPED.items()]
+    + [(code, ("repaired", meaning)) for code, meaning in REPAIRED.items()]
+    + [("decoder_warning", ("warning", "images the decoder warned about (decoded anyway; the picture may be damaged)")),
+       ("duplicate_file_name", ("warning", "file names used by more than one image record")),
+       ("unused_category", ("warning", "categories no annotation uses (left out of the label space in training)")),
+       ("annotation_id_zero", ("warning", "annotation id 0 (evaluation renumbers ids: COCOeval cannot match id 0)")),
+       ("bbox_clipped", ("warning", NOTED["bbox_clipped"])),
+       ("empty_segmentation", ("note", NOTED["empty_segmentation"])),
+       ("crowd", ("note", "crowd regions (iscrowd 1): not training targets, ignored regions in evaluation"))])
+# Codes summarised in one line, without examples (a box-only export has one per annotation).
+ONE_LINE = ("empty_segmentation", "crowd")
+SEVERITIES = ("error", "dropped", "repaired", "warning", "note")
 
 
 class DatasetReport:
-    """Counts and examples per problem code."""
+    """Counts and examples per problem code; ``cleaning`` is the :class:`detection.annotations.CleanedCoco`."""
 
     def __init__(self, json_path: str, max_examples: int = 5):
         self.json_path = json_path
@@ -55,13 +55,14 @@ class DatasetReport:
         self.counts: Counter = Counter()
         self.examples: Dict[str, List[str]] = {}
         self.summary: Dict[str, int] = {}
+        self.cleaning = None
 
-    def add(self, code: str, example: str) -> None:
+    def add(self, code: str, example: str, n: int = 1) -> None:
         if code not in PROBLEMS:
             raise KeyError(code)
-        self.counts[code] += 1
+        self.counts[code] += n
         examples = self.examples.setdefault(code, [])
-        if len(examples) < self.max_examples:
+        if example and len(examples) < self.max_examples:
             examples.append(example)
 
     def count(self, severity: str) -> int:
@@ -76,134 +77,101 @@ class DatasetReport:
         lines = [f"{self.json_path}: {head}" if head else self.json_path]
         for code, (severity, meaning) in PROBLEMS.items():
             if self.counts[code]:
-                lines.append(f"{severity.upper():7s} {code} ({self.counts[code]}): {meaning}")
-                lines.extend(f"    {e}" for e in self.examples[code])
-        errors, warnings = self.count("error"), self.count("warning")
-        lines.append(f"summary: {errors} error(s), {warnings} warning(s)"
-                     + ("" if errors else " - the dataset is usable"))
+                lines.append(f"{severity.upper():8s} {code} ({self.counts[code]}): {meaning}")
+                if code not in ONE_LINE:
+                    lines.extend(f"    {e}" for e in self.examples.get(code, []))
+        counts = {sev: self.count(sev) for sev in SEVERITIES}
+        text = ", ".join(f"{n} {sev if sev in ('dropped', 'repaired') else sev + '(s)'}" for sev, n in counts.items()
+                         if sev != "note")
+        if counts["error"]:
+            verdict = " - training and evaluation would stop: fix the errors"
+        elif counts["dropped"] or counts["repaired"]:
+            verdict = " - usable: training and evaluation leave out or repair the records listed"
+        else:
+            verdict = " - the dataset is usable"
+        lines.append(f"summary: {text}{verdict}")
         return "\n".join(lines)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+def _probe_file(path: str, image_id):
+    """(problem, detail, decoder warning) of one image file: ``problem`` is missing_file,
+    unreadable_file or None (``detail`` is then the decoded (h, w)). What libjpeg and libpng print
+    to the C stderr while decoding is captured (fd 2 redirected to a file) and returned, so that the
+    report names the file it belongs to; OpenCV offers no hook for those messages."""
+    if not os.path.isfile(path):
+        return "missing_file", path, ""
+    with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            shape = read_coco_image(path, image_id).shape[:2]
+            problem, detail = None, tuple(shape)
+        except DataError as e:
+            problem, detail = "unreadable_file", str(e)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        warning = capture.read().decode("utf-8", "replace").strip()
+    return problem, detail, " / ".join(line.strip() for line in warning.splitlines() if line.strip())
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+def _probe_many(items):
+    return [_probe_file(path, image_id) for path, image_id in items]
 
 
-def _check_images(images: list, report: DatasetReport) -> Dict[int, dict]:
-    by_id: Dict[int, dict] = {}
-    file_names: Counter = Counter()
-    for i, img in enumerate(images):
-        if not (isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)
-                and _is_int(img.get("width")) and _is_int(img.get("height"))
-                and img["width"] > 0 and img["height"] > 0):
-            report.add("bad_image_record", f"images[{i}]: {json.dumps(img)[:120]}")
-            continue
-        if img["id"] in by_id:
-            report.add("duplicate_image_id", f"image id {img['id']} (images[{i}], {img['file_name']})")
-            continue
-        by_id[img["id"]] = img
-        file_names[img["file_name"]] += 1
+def _check_files(images: List[dict], images_dir: str, report: DatasetReport, num_threads: int) -> None:
+    items = [(os.path.join(images_dir, img["file_name"]), img["id"]) for img in images]
+    if num_threads <= 1 or len(items) < 16:
+        probes = _probe_many(items)
+    else:
+        # Processes, not threads: fd 2 belongs to the whole process, so each worker redirects its own.
+        chunks = [items[i::num_threads] for i in range(num_threads)]
+        with ProcessPoolExecutor(max_workers=num_threads, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_probe_many, chunks))
+        probes = [None] * len(items)
+        for k, part in enumerate(parts):
+            probes[k::num_threads] = part
+    for img, (path, _), (problem, detail, warning) in zip(images, items, probes):
+        if warning:
+            report.add("decoder_warning", f"image id {img['id']}: {path}: {warning}")
+        if problem == "missing_file":
+            report.add(problem, f"image id {img['id']}: {path}")
+        elif problem == "unreadable_file":
+            report.add(problem, detail)
+        elif tuple(detail) != (img["height"], img["width"]):
+            report.add("size_mismatch", f"image id {img['id']}: {path} is {detail[1]}x{detail[0]}, "
+                                        f"the json says {img['width']}x{img['height']} (w x h)")
+
+
+def _check_extras(data: dict, report: DatasetReport) -> None:
+    """What the cleaning keeps but a user should hear about: shared file names, unused categories,
+    annotation id 0, crowd regions."""
+    file_names = Counter(img["file_name"] for img in data["images"])
     for name, n in file_names.items():
         if n > 1:
             report.add("duplicate_file_name", f"{name}: {n} image records")
-    return by_id
+    used = Counter(ann["category_id"] for ann in data["annotations"])
+    for cat in data["categories"]:
+        if cat["id"] not in used:
+            report.add("unused_category", f"category id {cat['id']} {cat.get('name')!r} "
+                                          f"(supercategory {cat.get('supercategory')!r})")
+    for ann in data["annotations"]:
+        if ann["id"] == 0:
+            report.add("annotation_id_zero", f"annotation id 0 (image id {ann['image_id']})")
+    crowd = sum(1 for ann in data["annotations"] if ann.get("iscrowd", 0))
+    if crowd:
+        report.add("crowd", "", crowd)
 
 
-def _check_categories(categories: list, report: DatasetReport) -> set:
-    ids = set()
-    for i, cat in enumerate(categories):
-        if not (isinstance(cat, dict) and _is_int(cat.get("id")) and isinstance(cat.get("name"), str)):
-            report.add("bad_category_record", f"categories[{i}]: {json.dumps(cat)[:120]}")
-            continue
-        if cat["id"] in ids:
-            report.add("duplicate_category_id", f"category id {cat['id']} (categories[{i}], {cat['name']})")
-        ids.add(cat["id"])
-    return ids
+def check_dataset(json_path: str, images_dir: str, max_examples: int = 5, num_threads: int = 8,
+                  check_files: bool = True,
+                  max_dropped_fraction: float = DEFAULT_MAX_DROPPED_FRACTION) -> DatasetReport:
+    """Check a COCO json and its image folder; returns a :class:`DatasetReport`.
 
-
-def _check_segmentation(segm, img: Optional[dict], where: str, report: DatasetReport) -> None:
-    if isinstance(segm, list):
-        if len(segm) == 0:
-            report.add("empty_segmentation", where)
-        elif len(valid_polygons(segm)) != len(segm) or not all(_is_number(v) for p in segm for v in p):
-            report.add("malformed_segmentation", f"{where}: polygons need 3+ (x, y) pairs of numbers")
-    elif isinstance(segm, dict):
-        size = segm.get("size")
-        if "counts" not in segm or not (isinstance(size, list) and len(size) == 2):
-            report.add("malformed_segmentation", f"{where}: an RLE needs counts and size [h, w]")
-        elif img is not None and list(size) != [img["height"], img["width"]]:
-            report.add("malformed_segmentation", f"{where}: RLE size {size} but the image is "
-                                                 f"{img['height']}x{img['width']} (h x w)")
-    else:
-        report.add("malformed_segmentation", f"{where}: {type(segm).__name__} is not a segmentation")
-
-
-def _check_annotations(annotations: list, images: Dict[int, dict], category_ids: set,
-                       report: DatasetReport) -> None:
-    seen = set()
-    for i, ann in enumerate(annotations):
-        if not (isinstance(ann, dict) and _is_int(ann.get("id")) and "image_id" in ann and "category_id" in ann):
-            report.add("bad_annotation_record", f"annotations[{i}]: {json.dumps(ann)[:120]}")
-            continue
-        where = f"annotation id {ann['id']} (image id {ann['image_id']})"
-        if ann["id"] in seen:
-            report.add("duplicate_annotation_id", f"annotation id {ann['id']} (annotations[{i}])")
-        seen.add(ann["id"])
-        img = images.get(ann["image_id"])
-        if img is None:
-            report.add("unknown_image_id", where)
-        if ann["category_id"] not in category_ids:
-            report.add("unknown_category_id", f"{where}: category_id {ann['category_id']}")
-        if not _is_number(ann.get("area")):
-            report.add("missing_area", where)
-        if ann.get("iscrowd", 0) not in (0, 1):
-            report.add("bad_iscrowd", f"{where}: iscrowd {ann.get('iscrowd')!r}")
-        if "segmentation" in ann:
-            _check_segmentation(ann["segmentation"], img, where, report)
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            report.add("malformed_bbox", f"{where}: bbox {bbox!r}")
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            report.add("empty_bbox", f"{where}: bbox {bbox}")
-        elif img is not None:
-            W, H = img["width"], img["height"]
-            if x >= W or y >= H or x + w <= 0 or y + h <= 0:
-                report.add("bbox_outside_image", f"{where}: bbox {bbox}, image {W}x{H} (w x h)")
-            elif x < 0 or y < 0 or x + w > W or y + h > H:
-                report.add("bbox_clipped", f"{where}: bbox {bbox}, image {W}x{H} (w x h)")
-
-
-def _check_files(images: Dict[int, dict], images_dir: str, report: DatasetReport, num_threads: int) -> None:
-    def probe(img: dict):
-        path = os.path.join(images_dir, img["file_name"])
-        if not os.path.isfile(path):
-            return "missing_file", path, None
-        try:
-            return None, path, read_coco_image(path, img["id"]).shape[:2]
-        except DataError as e:
-            return "unreadable_file", path, str(e)
-
-    records = list(images.values())
-    # OpenCV releases the GIL while decoding, so threads decode in parallel.
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        for img, (problem, path, detail) in zip(records, pool.map(probe, records)):
-            if problem == "missing_file":
-                report.add(problem, f"image id {img['id']}: {path}")
-            elif problem == "unreadable_file":
-                report.add(problem, detail)
-            elif tuple(detail) != (img["height"], img["width"]):
-                report.add("size_mismatch", f"image id {img['id']}: {path} is {detail[1]}x{detail[0]}, "
-                                            f"the json says {img['width']}x{img['height']} (w x h)")
-
-
-def check_dataset(json_path: str, images_dir: str, max_examples: int = 5,
-                  num_threads: int = 8, check_files: bool = True) -> DatasetReport:
-    """Check a COCO json and its image folder; returns a :class:`DatasetReport`."""
+    ``max_dropped_fraction``: as training's ``data.max_dropped_fraction``, an error when more of the
+    annotations are dropped than this."""
     report = DatasetReport(json_path, max_examples)
     try:
         with open(json_path, "r", encoding="utf-8") as f:
@@ -220,15 +188,24 @@ def check_dataset(json_path: str, images_dir: str, max_examples: int = 5,
     lists = {}
     for key in ("images", "annotations", "categories"):
         if key not in data:
-            report.add("schema", f"missing key '{key}'")
+            report.add("schema", f"missing key '{key}'" + (": nothing to train on or evaluate against"
+                                                           if key == "annotations" else ""))
         elif not isinstance(data[key], list):
             report.add("schema", f"'{key}' is a {type(data[key]).__name__}, expected a list")
         lists[key] = data[key] if isinstance(data.get(key), list) else []
-    images = _check_images(lists["images"], report)
-    category_ids = _check_categories(lists["categories"], report)
-    _check_annotations(lists["annotations"], images, category_ids, report)
+    cleaning = report.cleaning = clean_coco(dict(data, **lists), json_path, max_examples)
+    for code, n in cleaning.counts.items():
+        for example in cleaning.examples.get(code, []):
+            report.add(code, example, 0)
+        report.counts[code] += n
+    _check_extras(cleaning.data, report)
     report.summary = {"images": len(lists["images"]), "annotations": len(lists["annotations"]),
                       "categories": len(lists["categories"])}
+    if "annotations" in data and isinstance(data["annotations"], list):
+        try:
+            cleaning.require_usable(max_dropped_fraction, key="--max-dropped-fraction")
+        except DataError as e:
+            report.add("unusable", str(e).replace(f"{json_path}: ", "", 1))
     if check_files:
-        _check_files(images, images_dir, report, num_threads)
+        _check_files(cleaning.data["images"], images_dir, report, num_threads)
     return report

@@ -8,6 +8,14 @@ large) is NaN, as detectron2 reports it (written as null in JSON).
 For mask AP the results' ``bbox`` is removed before ``loadRes``: with a bbox present pycocotools
 takes the box area as the instance area, which changes the small/medium/large split (detectron2 does
 the same).
+
+Every evaluation (training's, ``--eval-only``, ``tools/eval_coco.py --gt G --results R``) gets the
+same ground truth, :func:`prepare_ground_truth`: the records :func:`detection.annotations.clean_coco`
+keeps (what it dropped is logged with counts), annotation ids renumbered 1..N. The renumbering is
+needed because COCOeval marks an unmatched ground truth with id 0 (``gtm``/``dtm`` arrays), so an
+annotation whose id is 0 (annotation-tool exports count from 0) can never be matched.
+
+No torch here: ``tools/eval_coco.py --gt G --results R`` starts without it.
 """
 from __future__ import annotations
 
@@ -22,9 +30,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from engine.data import DataError
-from engine.dist import all_gather_object, is_main_process
 from engine.jsonio import write_json
 
+from .annotations import CleanedCoco, clean_coco
 from .coco_results import instances_to_coco_results
 from .masks import has_mask, valid_polygons
 
@@ -71,6 +79,33 @@ def load_gt_dataset(gt) -> dict:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DataError(f"{where}: needs 'images' and 'categories' lists; run tools/check_dataset.py on it")
     return data
+
+
+class GroundTruth(dict):
+    """A ground-truth json ready for COCOeval (:func:`prepare_ground_truth`); ``cleaning`` says what
+    was left out of it."""
+
+    cleaning: Optional[CleanedCoco] = None
+
+
+def prepare_ground_truth(gt, log: bool = True) -> GroundTruth:
+    """The ground truth every evaluation uses: ``gt`` (a path, a dict or a COCO object) validated by
+    :func:`detection.annotations.clean_coco`, annotation ids renumbered 1..N (see the module
+    docstring). DataError when it has no usable annotation. ``log``: log its summary line (a warning
+    when something was dropped). A :class:`GroundTruth` is returned as it is."""
+    if isinstance(gt, GroundTruth):
+        return gt
+    data = load_gt_dataset(gt)
+    source = str(gt) if isinstance(gt, (str, os.PathLike)) else "ground truth"
+    cleaning = clean_coco(data, source)
+    cleaning.require_usable()
+    prepared = GroundTruth(cleaning.data)
+    prepared["annotations"] = [dict(ann, id=i + 1) for i, ann in enumerate(cleaning.data["annotations"])]
+    prepared.cleaning = cleaning
+    if log:
+        (logger.warning if cleaning.dropped(annotations_only=False) else logger.info)(
+            "ground truth %s", cleaning.summary())
+    return prepared
 
 
 def _coco_from_dataset(coco_cls, dataset: dict):
@@ -145,7 +180,7 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
     coco_cls, eval_cls, eval_kwargs = _backend(backend)
-    gt_dataset = load_gt_dataset(gt)
+    gt_dataset = prepare_ground_truth(gt)
     if iou_type == "segm":
         gt_dataset = _segm_ground_truth(gt_dataset)
     coco_gt = _coco_from_dataset(coco_cls, gt_dataset)
@@ -158,6 +193,7 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(records)
     else:
+        logger.warning("no %s detections to evaluate: every %s AP is 0", iou_type, iou_type)
         coco_dt = _empty_results(coco_cls, gt_dataset)
     evaluator = eval_cls(coco_gt, coco_dt, iou_type, **eval_kwargs)
     if image_ids is not None:
@@ -191,7 +227,7 @@ class COCOEvaluator:
             if iou_type not in IOU_TYPES:
                 raise ValueError(f"iou_types: '{iou_type}' is not one of {IOU_TYPES}")
         _backend(backend)  # fail now on a bad name, not after a whole inference pass
-        self.gt_dataset = load_gt_dataset(gt)
+        self.gt_dataset = prepare_ground_truth(gt)
         self.iou_types = tuple(iou_types)
         self.backend = backend
         if contiguous_to_id is None:  # the default mapping of CocoDetection: sorted ids -> 1..K
@@ -220,6 +256,8 @@ class COCOEvaluator:
         """Gather every rank's records and image ids (all ranks must call it)."""
         if self._gathered:
             return
+        from engine.dist import all_gather_object  # torch: only where a model ran
+
         parts = all_gather_object((self._records, self._image_ids))
         self._records = [r for records, _ in parts for r in records]
         self._image_ids = [i for _, ids in parts for i in ids]
@@ -233,6 +271,8 @@ class COCOEvaluator:
         return sorted(set(self._image_ids))
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        from engine.dist import is_main_process
+
         self.synchronize()
         if not is_main_process():
             return {}
@@ -300,7 +340,7 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox
     """
     from .coco_results import load_results_file
 
-    gt_dataset = load_gt_dataset(gt_json)
+    gt_dataset = prepare_ground_truth(gt_json)
     results = load_results_file(results_json, gt_dataset, iou_type)
     metrics, per_category = evaluate_results(gt_dataset, results, iou_type, backend)
     out = {iou_type: metrics, f"{iou_type}_per_category": per_category}

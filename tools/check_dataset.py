@@ -1,12 +1,17 @@
 """Report every problem of a COCO-format dataset: ``--json J --images DIR [--max-examples N]``.
 
-Exit code 1 when it found errors (warnings alone, such as boxes that get clipped: 0).
+Records are checked by the same code that cleans them for training and evaluation
+(detection.annotations), so what it calls "dropped" is exactly what a run leaves out. Exit code 1
+when training or evaluation would stop on the file (errors: missing or unreadable images, no usable
+annotation, more than --max-dropped-fraction dropped); dropped records, warnings and notes alone: 0.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from detection.annotations import DEFAULT_MAX_DROPPED_FRACTION
 from detection.dataset_check import check_dataset
 
 
@@ -15,9 +20,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", required=True, help="COCO annotation file")
     parser.add_argument("--images", required=True, help="folder the file_name entries are relative to")
     parser.add_argument("--max-examples", type=int, default=5, help="examples printed per problem")
-    parser.add_argument("--threads", type=int, default=8, help="threads decoding images")
+    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),
+                        help="processes decoding images")
+    parser.add_argument("--max-dropped-fraction", type=float, default=DEFAULT_MAX_DROPPED_FRACTION,
+                        help="as training's data.max_dropped_fraction: more dropped annotations than this is an error")
     args = parser.parse_args(argv)
-    report = check_dataset(args.json, args.images, max_examples=args.max_examples, num_threads=args.threads)
+    report = check_dataset(args.json, args.images, max_examples=args.max_examples, num_threads=args.threads,
+                           max_dropped_fraction=args.max_dropped_fraction)
     print(report.format())
     return 1 if report.has_errors else 0
 

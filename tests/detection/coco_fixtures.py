@@ -108,3 +108,39 @@ def write_image(path: str, image: np.ndarray) -> None:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
     assert cv2.imwrite(path, image), path
+
+
+def roboflow_style(json_path: str, out_path: str, null_boxes: int = 2) -> dict:
+    """Rewrite a COCO json the way annotation-tool exports (Roboflow) come: a placeholder category id 0
+    that no annotation uses (the supercategory of the others), the real categories renumbered from 1,
+    image and annotation ids from 0, every ``segmentation`` an empty list, and ``null_boxes`` extra
+    annotations whose box is ``[x, y, null, null]``."""
+    with open(json_path) as f:
+        data = json.load(f)
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    new_cat = {old: i + 1 for i, old in enumerate(cat_ids)}
+    categories = [{"id": 0, "name": "pieces", "supercategory": "none"}]
+    categories += [{"id": new_cat[c["id"]], "name": c["name"], "supercategory": "pieces"}
+                   for c in sorted(data["categories"], key=lambda c: c["id"])]
+    image_ids = {img["id"]: i for i, img in enumerate(sorted(data["images"], key=lambda im: im["id"]))}
+    images = [dict(img, id=image_ids[img["id"]]) for img in data["images"]]
+    annotations = [dict(a, id=i, image_id=image_ids[a["image_id"]], category_id=new_cat[a["category_id"]],
+                        segmentation=[], iscrowd=0) for i, a in enumerate(data["annotations"])]
+    for k in range(null_boxes):
+        annotations.append({"id": len(annotations), "image_id": images[k % len(images)]["id"], "category_id": 1,
+                            "bbox": [3, 4, None, None], "area": 0, "iscrowd": 0, "segmentation": []})
+    out = {"info": {"description": "roboflow-style"}, "images": images, "annotations": annotations,
+           "categories": categories}
+    write_json(out, out_path)
+    return out
+
+
+def corrupt_jpeg(path: str, size: int = 48) -> None:
+    """A JPEG cut short and closed with an EOI marker: OpenCV decodes it, and libjpeg prints
+    'Corrupt JPEG data: premature end of data segment' on the C stderr."""
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    data = buf.tobytes()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2] + b"\xff\xd9")

@@ -3,8 +3,9 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
-from coco_fixtures import rect_polygon, write_image, write_json
+from coco_fixtures import corrupt_jpeg, rect_polygon, write_image, write_json
 from detection.dataset_check import PROBLEMS, check_dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
@@ -32,7 +33,7 @@ def test_clean_dataset_passes(tmp_path, capsys):
     report = check_dataset(path, str(tmp_path / "images"))
     assert not report.counts and not report.has_errors
     assert check_dataset_tool.main(["--json", path, "--images", str(tmp_path / "images")]) == 0
-    assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
+    assert "0 error(s), 0 dropped, 0 repaired, 0 warning(s) - the dataset is usable" in capsys.readouterr().out
 
 
 def test_every_planted_problem_is_found(tmp_path, capsys):
@@ -74,12 +75,14 @@ def test_every_planted_problem_is_found(tmp_path, capsys):
         "duplicate_file_name": 1, "bad_image_record": 1, "duplicate_category_id": 1, "bad_category_record": 1,
         "duplicate_annotation_id": 1, "unknown_image_id": 1, "unknown_category_id": 1, "empty_bbox": 1,
         "malformed_bbox": 2, "bbox_outside_image": 1, "bbox_clipped": 1, "empty_segmentation": 1,
-        "malformed_segmentation": 2, "bad_iscrowd": 1, "missing_area": 1, "bad_annotation_record": 1,
+        "bad_polygon": 1, "bad_rle": 1, "bad_iscrowd": 1, "missing_area": 1, "bad_annotation_record": 1,
+        "unusable": 1,  # 9 of 18 annotations dropped, over the default 0.25
     }
     assert dict(report.counts) == expected
     text = report.format()
     assert "missing.png" in text and "corrupt.png" in text and "small.png is 20x20" in text
     assert "annotation id 11 (image id 0): category_id 42" in text
+    assert "9 of 18 annotations (50%) are unusable" in text
     for code in expected:
         assert code in text
     assert check_dataset_tool.main(["--json", path, "--images", images_dir]) == 1
@@ -93,6 +96,48 @@ def test_warnings_alone_exit_zero(tmp_path):
     report = check_dataset(path, str(tmp_path / "images"))
     assert dict(report.counts) == {"bbox_clipped": 1} and not report.has_errors
     assert PROBLEMS["bbox_clipped"][0] == "warning"
+
+
+def test_annotation_tool_export(tmp_path, capsys):
+    """Placeholder category 0, ids from 0, null boxes, box-only annotations: every quirk named, the
+    empty segmentations in one line, exit 0 (the dropped boxes are under the fraction)."""
+    data = clean_dataset(str(tmp_path))
+    data["categories"] = [{"id": 0, "name": "pieces", "supercategory": "none"},
+                          {"id": 5, "name": "thing", "supercategory": "pieces"}]
+    for i, a in enumerate(data["annotations"]):
+        a.update(id=i, segmentation=[])
+    data["annotations"] += [ann(4, bbox=[3, 4, None, None], segmentation=[]),
+                            ann(5, image_id=1, iscrowd=1, segmentation=rect_polygon(1, 1, 9, 9))]
+    data["annotations"] += [ann(6 + i, image_id=2, segmentation=[]) for i in range(10)]
+    path = write_json(data, str(tmp_path / "export.json"))
+    assert check_dataset_tool.main(["--json", path, "--images", str(tmp_path / "images")]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING  unused_category (1)" in out and "category id 0 'pieces' (supercategory 'none')" in out
+    assert "WARNING  annotation_id_zero (1)" in out and "annotation id 0 (image id 0)" in out
+    assert "DROPPED  malformed_bbox (1)" in out and "annotation id 4 (image id 0): bbox [3, 4, None, None]" in out
+    assert "NOTE     crowd (1)" in out
+    examples = [line.strip() for line in out.splitlines() if line.startswith("    annotation id")]
+    assert [line for line in out.splitlines() if "empty_segmentation" in line] == [
+        "NOTE     empty_segmentation (14): " + PROBLEMS["empty_segmentation"][1]]
+    assert examples == ["annotation id 4 (image id 0): bbox [3, 4, None, None]", "annotation id 0 (image id 0)"]
+    assert "1 dropped" in out and "usable: training and evaluation leave out" in out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoder_warnings_name_the_file(tmp_path, capfd, threads):
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 48, "height": 48} for i in range(16)]
+    for img in images[1:]:
+        write_image(os.path.join(tmp_path, "images", img["file_name"]), np.zeros((48, 48, 3), np.uint8))
+    corrupt_jpeg(os.path.join(tmp_path, "images", "0.jpg"))
+    anns = [ann(i + 1, image_id=i) for i in range(16)]
+    path = write_json({"images": images, "annotations": anns, "categories": [{"id": 5, "name": "thing"}]},
+                      str(tmp_path / "ann.json"))
+    capfd.readouterr()
+    report = check_dataset(path, str(tmp_path / "images"), num_threads=threads)
+    assert report.counts["decoder_warning"] == 1 and not report.has_errors
+    example = report.examples["decoder_warning"][0]
+    assert example.startswith("image id 0: ") and "0.jpg: Corrupt JPEG data" in example, example
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # captured per file, not printed unnamed
 
 
 def test_schema_problems(tmp_path):
