@@ -8,14 +8,20 @@ Backend: NCCL when the process drives a GPU, gloo on CPUs, unless the config's `
 from __future__ import annotations
 
 import datetime
+import logging
 import os
-from typing import Any, Dict, List
+import signal
+import threading
+import time
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def is_dist() -> bool:
@@ -56,28 +62,155 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def restart_count() -> int:
+    """How many times torchrun's agent has restarted the worker group (TORCHELASTIC_RESTART_COUNT;
+    0 on the first attempt and without torchrun). The Trainer resumes automatically when it is > 0."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+# NCCL's defaults let a rank whose peer died wait in a collective for the whole timeout and then
+# exit without a word; these make the watchdog abort the communicator and end the process with the
+# timed-out collective named (docs/distributed.md, "How to read a hang"). A value the user set wins.
+NCCL_ENV = {
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a failed or timed-out collective tears the process down
+    "TORCH_NCCL_DUMP_ON_TIMEOUT": "1",  # ... after writing what each rank was waiting for (flight recorder)
+    "TORCH_NCCL_TRACE_BUFFER_SIZE": "2000",  # the flight recorder's buffer (0 disables the dump)
+}
+
+
+def _nccl_environment() -> Dict[str, str]:
+    """Set NCCL_ENV's variables the user left unset; returns the ones set here."""
+    chosen = {}
+    for key, value in NCCL_ENV.items():
+        if key not in os.environ:
+            os.environ[key] = chosen[key] = value
+    return chosen
+
+
+_STORE: Optional[Any] = None  # this attempt's store, to name the lost ranks after a failure
+_TIMEOUT = 1800.0  # dist.timeout of this process group
+
+
 def init_distributed(backend: str = "auto", timeout: float = 1800.0) -> torch.device:
     """Join the process group torchrun describes (no-op without torchrun) and return this rank's device.
 
-    ``backend`` and ``timeout`` (seconds a collective waits for the other ranks) are the config's
-    ``dist`` section (engine.config.DistConfig). The rendezvous is torchrun's environment (env://:
-    RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). The Trainer calls it; a tool that needs ranks
-    before building its task may call it first (calling it twice is safe).
+    ``backend`` and ``timeout`` (seconds a collective or the store waits for the other ranks) are the
+    config's ``dist`` section (engine.config.DistConfig). The rendezvous is torchrun's environment
+    (env://: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), static or c10d. The Trainer calls it; a tool
+    that needs ranks before building its task may call it first (calling it twice is safe).
+
+    The store is prefixed with the restart count. torchrun's agent keeps one TCPStore for all
+    attempts (static and c10d rendezvous alike) and a process group always writes its addresses under
+    the same keys, so after an elastic restart the new workers would read the dead ones' gloo
+    addresses and fail in connectFullMesh ("Connection refused"); each attempt now has keys of its own.
     """
+    global _STORE, _TIMEOUT
     device = get_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL collectives and all_gather_object use the current device
     if is_dist() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return device
     backend = resolve_backend(backend, device)
+    if backend == "nccl":
+        chosen = _nccl_environment()
+        if chosen and int(os.environ.get("RANK", 0)) == 0:
+            logger.info("NCCL error handling: " + ", ".join(f"{k}={v}" for k, v in chosen.items()) +
+                        " (set them yourself to choose otherwise)")
+    wait = datetime.timedelta(seconds=timeout)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=wait))
+    store.set_timeout(wait)
+    _STORE = dist.PrefixStore(f"reskit/attempt_{restart_count()}", store)
+    _TIMEOUT = timeout
     kwargs = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
+    dist.init_process_group(backend=backend, store=_STORE, rank=rank, world_size=world_size,
+                            timeout=wait, **kwargs)
     return device
 
 
+# What a collective raises when a peer is gone: gloo's and NCCL's messages (a DistError subclass or
+# a plain RuntimeError, depending on the backend and the torch version).
+_PEER_ERROR_MARKS = ("gloo", "nccl", "connection reset", "connection closed", "connection refused",
+                     "timed out", "timeout", "broken pipe", "c10d", "processgroup")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """True for the error a collective raises when another rank died or stopped answering."""
+    if not is_dist() or not isinstance(error, RuntimeError):
+        return False
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error).lower()
+    return any(mark in text for mark in _PEER_ERROR_MARKS)
+
+
+def lost_ranks(grace: Optional[float] = None) -> Optional[List[int]]:
+    """After a failed collective: the ranks that do not answer a roll call within ``grace`` seconds
+    (default: 5, or ``dist.timeout`` when shorter).
+
+    Every surviving rank marks itself present in this attempt's store (which torchrun's agent hosts,
+    so it outlives the workers) and waits for the others; the ranks never marked are the lost ones
+    (dead, or hung in something other than a collective). None when the store itself is unreachable
+    (its host is gone: node 0's agent, or rank 0 with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1).
+    """
+    if _STORE is None:
+        return None
+    rank, world = get_rank(), get_world_size()
+    grace = roll_call_seconds() if grace is None else grace
+    try:
+        _STORE.set(f"present/{rank}", "1")
+        deadline = time.monotonic() + grace
+        missing = [r for r in range(world) if r != rank]
+        while missing and time.monotonic() < deadline:
+            missing = [r for r in missing if not _STORE.check([f"present/{r}"])]
+            if missing:
+                time.sleep(0.1)
+        return missing
+    except Exception:  # noqa: BLE001 - an unreachable store is an answer too
+        return None
+
+
+def roll_call_seconds() -> float:
+    return min(5.0, _TIMEOUT)
+
+
+def peer_failure_message(error: BaseException, grace: Optional[float] = None) -> str:
+    """One line for a collective that failed because a peer is gone, naming the lost ranks."""
+    rank, world = get_rank(), get_world_size()
+    grace = roll_call_seconds() if grace is None else grace
+    # torchrun's agent SIGTERMs the workers as soon as it sees one fail (and SIGKILLs them 30 s later):
+    # hold SIGTERM off for the few seconds of the roll call, so that this line gets written.
+    held = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if held else None
+    try:
+        lost = lost_ranks(grace)
+    finally:
+        if held:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if len(first) > 200:
+        first = first[:200] + "..."
+    if lost is None:
+        who = "the rendezvous store is unreachable (its host, node 0's torchrun agent, is gone)"
+    elif lost:
+        who = (f"lost rank{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} of {world} "
+               f"(no answer within {grace:g} s: the process died, hung, or its node is gone)")
+    else:
+        who = "every rank still answers (a network fault between nodes?)"
+    return (f"rank {rank}: a collective failed: {who}; {first}. Run torchrun with --max-restarts=N to "
+            "restart the group and resume from the newest checkpoint (docs/distributed.md)")
+
+
 def destroy_distributed() -> None:
+    global _STORE
     if is_dist():
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a group whose peers are gone may not shut down cleanly
+            pass
+    _STORE = None
 
 
 def barrier() -> None:
