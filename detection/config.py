@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from backbones.config import BackboneConfig
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
@@ -46,7 +46,10 @@ class RoIHeadsConfig:
 class DetModelConfig:
     arch: str = "FPN"  # FPN | C4
     mask: bool = False  # Mask R-CNN: adds the mask head
-    num_classes: int = 80  # without background
+    # Foreground classes (background not counted). auto: the categories that training annotations use
+    # (detection.task); a number must equal that count, and evaluation and prediction take the
+    # checkpoint's own label space.
+    num_classes: Union[int, str] = "auto"
     weights: Optional[str] = None  # a whole-detector checkpoint to start from (fine-tuning)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(norm="FrozenBN", freeze_at=2))
     fpn_channels: int = 256
@@ -56,7 +59,11 @@ class DetModelConfig:
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "arch", self.arch, ["FPN", "C4"])
         choice(prefix + "roi_heads.pooler", self.roi_heads.pooler, ["align", "pool"])
-        if self.num_classes < 1:
+        if isinstance(self.num_classes, str):
+            if self.num_classes != "auto":
+                raise ConfigError(f"{prefix}num_classes: '{self.num_classes}' is not a valid value (an integer "
+                                  ">= 1 or auto)")
+        elif self.num_classes < 1:
             raise ConfigError(f"{prefix}num_classes: must be at least 1, got {self.num_classes}")
         if self.roi_heads.mask_head_convs < 1 or self.roi_heads.mask_head_dim < 1:
             raise ConfigError(f"{prefix}roi_heads.mask_head_convs / mask_head_dim: must be at least 1")
@@ -85,8 +92,16 @@ class DetDataConfig:
     num_workers: int = 2
     keep_empty: bool = False  # keep training images without annotations
     skip_bad: bool = False  # skip (and count) unreadable images instead of stopping
+    # Share of a training or validation json's annotations that may be unusable (null or empty boxes,
+    # duplicates, ...: detection.annotations drops and counts them) before the run stops.
+    max_dropped_fraction: float = 0.25
+    # Categories that no training annotation uses (an annotation tool's placeholder supercategory) are
+    # left out of the label space; true keeps every category of the json as a class.
+    keep_unused_categories: bool = False
 
     def validate(self, prefix: str = "") -> None:
+        if not 0.0 <= self.max_dropped_fraction <= 1.0:
+            raise ConfigError(f"{prefix}max_dropped_fraction: must be between 0 and 1, got {self.max_dropped_fraction}")
         for split in ("train", "val"):
             for i, ds in enumerate(getattr(self, split)):
                 if not ds.json or not ds.images:

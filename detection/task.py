@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from engine.checkpoint import KIND_DETECTION, read_checkpoint
-from engine.data import build_inference_loader
+from engine.config import ConfigError
+from engine.data import DataError, build_inference_loader
 from engine.dist import is_main_process
 
 from .batching import collate_detection
+from .coco import category_names, load_coco_json, used_category_ids
 from .build import build_detector
 from .coco_dataset import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
@@ -48,7 +50,12 @@ class DetectionTask:
                 read_checkpoint(cfg.model.weights, REMEDY)
         self.weights_labels = None if training else label_space(cfg.model.weights, self._weights_checkpoint)
         if self.weights_labels is not None:
-            cfg.model.num_classes = len(self.weights_labels["category_ids"])
+            k = len(self.weights_labels["category_ids"])
+            if cfg.model.num_classes not in ("auto", k):
+                raise ConfigError(f"model.num_classes={cfg.model.num_classes}, but {cfg.model.weights} predicts {k} "
+                                  "classes (its meta.category_ids); set model.num_classes=auto (or the config "
+                                  "the run saved, output_dir/config.yaml)")
+            cfg.model.num_classes = k
         self._model_input_norm: Optional[dict] = None
 
     # ---- data ------------------------------------------------------------------------------
@@ -60,16 +67,69 @@ class DetectionTask:
             transform = build_train_transform(
                 c.input.min_size_train, c.input.max_size_train, c.input.flip_prob,
                 color_jitter=0.4 if c.input.photometric else 0.0)
-            self._train_set = ConcatCocoDetection.from_files(
+            self._train_set = train = ConcatCocoDetection.from_files(
                 [(d.json, d.images) for d in c.data.train], transform=transform,
-                keep_empty=c.data.keep_empty, with_masks=c.model.mask, skip_bad=c.data.skip_bad)
-            k = self._train_set.num_categories
-            if k != c.model.num_classes:
-                raise ValueError(f"model.num_classes is {c.model.num_classes} but {c.data.train[0].json} "
-                                 f"has {k} categories; set model.num_classes={k}")
+                keep_empty=c.data.keep_empty, with_masks=c.model.mask, skip_bad=c.data.skip_bad,
+                drop_unused_categories=not c.data.keep_unused_categories,
+                max_dropped_fraction=c.data.max_dropped_fraction)
+            k = train.num_categories
+            unused = ", ".join(f"id {i} '{n}'" for i, n in sorted(train.unused_categories.items()))
+            if c.model.num_classes == "auto":
+                c.model.num_classes = k
+            elif c.model.num_classes != k:
+                raise ConfigError(f"model.num_classes={c.model.num_classes}, but the training annotations use {k} "
+                                  f"categories" + (f" (unused, left out: {unused})" if unused else "")
+                                  + f"; set model.num_classes={k} or auto")
             if is_main_process():
-                logger.info("training set: %s", self._train_set.stats)
+                for ds in train.datasets:
+                    (logger.warning if ds.cleaning.dropped(annotations_only=False) else logger.info)(
+                        "training set %s", ds.cleaning.summary())
+                if unused:
+                    logger.warning("label space: %s left out, no training annotation uses it "
+                                   "(data.keep_unused_categories=true keeps every category)", unused)
+                logger.info("label space: %d classes (model.num_classes=%d), instances per class: %s", k, k,
+                            train.instances_per_class())
+                logger.info("training set: %s", train.stats)
+            if c.data.val:
+                self._check_val_sets()
         return self._train_set
+
+    def _check_val_sets(self) -> None:
+        """Before training: every validation json is usable, its image files exist, and its annotations
+        use only categories of the training label space (else evaluation scores them as misses, AP 0)."""
+        c = self.cfg
+        train_ids = set(self._train_set.id_to_contiguous)
+        for i, d in enumerate(c.data.val):
+            where = f"data.val[{i}] {d.json}"
+            coco = load_coco_json(d.json, c.data.max_dropped_fraction)
+            missing = [img["file_name"] for img in coco.dataset["images"]
+                       if not os.path.isfile(os.path.join(d.images, img["file_name"]))]
+            if missing:
+                raise DataError(f"{where}: {len(missing)} of {len(coco.dataset['images'])} image files not found in "
+                                f"{d.images} (e.g. {missing[0]}); fix data.val[{i}].images or the file_name entries")
+            unknown = sorted(used_category_ids(coco) - train_ids)
+            if unknown:
+                names = category_names(coco)
+                listed = ", ".join(f"{u} '{names.get(u, '?')}'" for u in unknown[:10])
+                raise DataError(f"{where}: annotations use category ids {listed} that the training label space "
+                                f"({sorted(train_ids)[:20]}) does not have, so evaluation would count them as misses; "
+                                "give both jsons the same category ids")
+            if is_main_process():
+                (logger.warning if coco.cleaning.dropped(annotations_only=False) else logger.info)(
+                    "validation set %s", coco.cleaning.summary())
+            if i == 0 and self._val_set is None:
+                self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True, skip_bad=False,
+                                              category_map=self._train_set.id_to_contiguous, coco=coco)
+
+    def _resolve_num_classes(self) -> None:
+        """model.num_classes=auto: the training data's categories (training), else the checkpoint's
+        label space (set in __init__), else the validation json's categories."""
+        if self.cfg.model.num_classes != "auto":
+            return
+        if self.training and self.cfg.data.train:
+            self.train_dataset()
+        else:
+            self.cfg.model.num_classes = self.val_dataset().num_categories
 
     @property
     def num_train_samples(self) -> int:
@@ -89,7 +149,14 @@ class DetectionTask:
             # No transform: the model resizes at test time (as torchvision) and returns boxes in the
             # original pixels. Every image is kept: COCO evaluation counts images without objects.
             self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True,
-                                          skip_bad=False)
+                                          skip_bad=False, max_dropped_fraction=self.cfg.data.max_dropped_fraction)
+            if self.weights_labels is not None:  # evaluation of a checkpoint: its label space must cover the json
+                unknown = sorted(used_category_ids(self._val_set.coco) - set(self.weights_labels["category_ids"]))
+                if unknown:
+                    raise DataError(f"data.val[0] {d.json}: annotations use category ids {unknown[:10]} that "
+                                    f"{self.cfg.model.weights} does not predict (its ids: "
+                                    f"{self.weights_labels['category_ids'][:20]}), so they would count as misses; "
+                                    "evaluate on a json with the training's category ids")
         return self._val_set
 
     def contiguous_to_id(self) -> Dict[int, int]:
@@ -107,6 +174,7 @@ class DetectionTask:
 
     # ---- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        self._resolve_num_classes()
         model = build_detector(self.cfg.model, self.cfg.input)
         if self.cfg.model.weights:
             report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint)
@@ -134,6 +202,7 @@ class DetectionTask:
 
     def _input_norm(self) -> dict:
         if self._model_input_norm is None:  # the normalisation the built model applies
+            self._resolve_num_classes()
             self._model_input_norm = dict(build_detector(self.cfg.model, self.cfg.input).input_norm)
         return dict(self._model_input_norm)
 

@@ -75,8 +75,9 @@ class SemanticSegmentationTask:
                                     ignore_index=c.model.ignore_index, skip_bad=c.data.skip_bad and train)
         if ds.num_classes != c.model.num_classes:
             where = spec.coco.json if spec.coco is not None else spec.folder.images
-            raise ValueError(f"model.num_classes is {c.model.num_classes} but {where} has {ds.num_classes} "
-                             f"classes (background included); set model.num_classes={ds.num_classes}")
+            from engine.config import ConfigError  # a config that cannot run: exit 2, one line
+            raise ConfigError(f"model.num_classes={c.model.num_classes}, but {where} has {ds.num_classes} "
+                              f"classes (background included); set model.num_classes={ds.num_classes}")
         return ds
 
     def train_dataset(self) -> ConcatSegmentation:

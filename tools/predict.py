@@ -10,6 +10,7 @@ read from the checkpoint): one PNG label map per image (``*_labels.png``, class 
 overlay in the class palette; predictions.json lists the pixel count of each class per image.
 """
 import argparse
+import glob
 import json
 import os
 import sys
@@ -27,15 +28,39 @@ from engine.launch import run_tool  # noqa: E402
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def list_images(path: str) -> list:
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--input {path}: no such file or folder")
-    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+def list_images(paths) -> list:
+    """The image files of ``--input``: files, folders (their images, sorted) and globs, in the order
+    given, each file once."""
+    if isinstance(paths, str):
+        paths = [paths]
+    files = []
+    for path in paths:
+        if os.path.isfile(path):
+            found = [path]
+        elif os.path.isdir(path):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        elif glob.has_magic(path):
+            found = sorted(f for f in glob.glob(path, recursive=True)
+                           if os.path.isfile(f) and f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"--input {path}: the pattern matches no image ({', '.join(IMAGE_EXTENSIONS)})")
+        else:
+            raise FileNotFoundError(f"--input {path}: no such file or folder")
+        files.extend(f for f in found if f not in files)
     return files
+
+
+def _say_empty(empty: list, files: list, threshold: float) -> None:
+    """One line for the images where no detection reaches the drawing threshold, with their top scores."""
+    if not empty:
+        return
+    shown = ", ".join(f"{name} {'(no detection)' if top is None else f'(top score {top:.3f})'}"
+                      for name, top in empty[:5])
+    more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    print(f"{len(empty)} of {len(files)} images have no detection with score >= --score-thresh {threshold}: "
+          f"{shown}{more}", flush=True)
 
 
 def predict_semantic(args, files: list, checkpoint: dict) -> None:
@@ -66,9 +91,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--input", required=True, nargs="+",
+                        help="image files, folders of images and glob patterns ('photos/*.jpg')")
     parser.add_argument("--output", required=True, help="folder for predictions.json and the PNGs")
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="drawn boxes only")
+    parser.add_argument("--score-thresh", type=float, default=0.5,
+                        help="drawn boxes only (predictions.json keeps every detection)")
     parser.add_argument("--device", default=None)
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args()
@@ -84,18 +111,27 @@ def main():
                         "segmentation checkpoints (classification: tools/train_cls.py --eval-only)")
     predictor = Predictor(args.config, args.weights, device=args.device,
                           overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
-    records = []
+    from detection.masks import masks_to_rles
+
+    records, empty = [], []
     for path in files:
         image = read_image(path)
         pred = predictor(image)
-        for box, score, cat in zip(pred["boxes"], pred["scores"], pred["category_ids"]):
+        # Mask R-CNN: each record carries its mask as a compressed RLE (COCO results format)
+        rles = masks_to_rles(pred["masks"]) if "masks" in pred else None
+        for i, (box, score, cat) in enumerate(zip(pred["boxes"], pred["scores"], pred["category_ids"])):
             x1, y1, x2, y2 = (float(v) for v in box)
             records.append({"file_name": os.path.basename(path), "bbox": [x1, y1, x2 - x1, y2 - y1],
                             "score": float(score), "category_id": int(cat)})
+            if rles is not None:
+                records[-1]["segmentation"] = rles[i]
+        if not (pred["scores"] >= args.score_thresh).any():
+            empty.append((os.path.basename(path), float(pred["scores"].max()) if len(pred["scores"]) else None))
         drawn = draw_detections(image, pred, predictor.category_names, args.score_thresh)
         write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
     with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
         json.dump(records, f)
+    _say_empty(empty, files, args.score_thresh)
     print(f"{len(files)} images, {len(records)} detections -> {args.output}")
 
 

@@ -44,17 +44,23 @@ def test_transfer_then_predict_mask_rcnn(tmp_path, images):
 
     pred_dir = tmp_path / "pred"
     result = tool("tools/predict.py", "--config", "configs/detection/mask_rcnn_R50_FPN_1x.yaml",
-                  "--weights", str(out), "--input", str(images), "--output", str(pred_dir),
-                  "--score-thresh", "0.0", "input.min_size_test=64", "input.max_size_test=96")
+                  "--weights", str(out), "--input", str(images / "im0.jpg"), str(images / "im*.jpg"),
+                  "--output", str(pred_dir), "--score-thresh", "0.99",
+                  "input.min_size_test=64", "input.max_size_test=96", "model.roi_heads.score_thresh=0.0")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in pred_dir.iterdir()) == ["im0.png", "im1.png", "predictions.json"]
     records = json.loads((pred_dir / "predictions.json").read_text())
+    assert records  # the random detector's scores are low, but score_thresh 0 keeps them
+    top = {name: max(r["score"] for r in records if r["file_name"] == name) for name in ("im0.jpg", "im1.jpg")}
+    assert (f"2 of 2 images have no detection with score >= --score-thresh 0.99: im0.jpg (top score "
+            f"{top['im0.jpg']:.3f}), im1.jpg (top score {top['im1.jpg']:.3f})") in result.stdout
     for r in records:
-        assert set(r) == {"file_name", "bbox", "score", "category_id"}
+        assert set(r) == {"file_name", "bbox", "score", "category_id", "segmentation"}
         assert r["file_name"] in ("im0.jpg", "im1.jpg") and 1 <= r["category_id"] <= 90
         x, y, w, h = r["bbox"]
         limit = (80, 60) if r["file_name"] == "im0.jpg" else (64, 72)
         assert w >= 0 and h >= 0 and x + w <= limit[0] + 1e-3 and y + h <= limit[1] + 1e-3
+        assert r["segmentation"]["size"] == [limit[1], limit[0]] and isinstance(r["segmentation"]["counts"], str)
     assert cv2.imread(str(pred_dir / "im0.png")).shape == (60, 80, 3)
 
 
