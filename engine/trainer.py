@@ -42,7 +42,7 @@ from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_check
 from .config import ConfigError, DistConfig, save_config, to_dict
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
-                   is_main_process, reduce_sum_tensor)
+                   is_main_process, reduce_sum_tensor, restart_count)
 from .ema import ModelEMA
 from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
 from .jsonio import write_json
@@ -181,8 +181,15 @@ class Trainer:
 
     def _start(self, resume: bool):
         """Restore the newest checkpoint (resume) or check the output_dir is free; returns the saved
-        per-rank RNG states, or None on a fresh start."""
+        per-rank RNG states, or None on a fresh start.
+
+        Under torchrun, a restarted worker group (TORCHELASTIC_RESTART_COUNT > 0: a worker died and
+        ``--max-restarts`` allowed another attempt) resumes without ``--resume`` (docs/distributed.md)."""
         found, state = None, None
+        if not resume and restart_count() > 0:
+            resume = True
+            if is_main_process():
+                logger.info(f"torchrun restart {restart_count()}: resuming from the newest complete checkpoint")
         if is_main_process():
             self.checkpointer.remove_stale_temporaries()
             if resume:
@@ -199,8 +206,15 @@ class Trainer:
             if resume and is_main_process():
                 logger.info(f"no checkpoint in {self.checkpointer.directory}: starting from scratch")
             return None
-        if state is None:
+        if state is None and os.path.isfile(found):
             state = load_checkpoint(found)
+        # Several nodes without a shared output_dir: a rank that cannot see the file gets rank 0's copy.
+        blind = [r for r, missing in enumerate(all_gather_object(state is None)) if missing]
+        if blind:
+            if is_main_process():
+                logger.warning(f"ranks {blind} cannot read {found}: sending them rank 0's copy (put "
+                               "output_dir on a filesystem every node shares to avoid this)")
+            state = broadcast_object(state if is_main_process() else None)
         self.load_state(state)
         self.last_checkpoint = found
         if is_main_process():
