@@ -29,7 +29,7 @@ from .config import BackboneConfig, timm_model_name
 from .fpn import FPN, FPNOptions
 from .resnet import RESNET_LAYERS, BasicBlock, Bottleneck, ResNet
 from .timm_backbone import TimmBackbone, timm_classifier
-from .weights import load_weights
+from .weights import check_backbone_fit, load_weights
 
 __all__ = ["available_networks", "build_backbone", "build_classifier", "build_resnet_stage"]
 
@@ -109,6 +109,7 @@ def _check_timm(cfg: BackboneConfig, neutral: dict) -> str:
 
 def _load(model: nn.Module, cfg: BackboneConfig) -> nn.Module:
     model.load_report = load_weights(model, cfg.weights, format=cfg.weights_format) if cfg.weights else None
+    check_backbone_fit(model.load_report)  # most of the network random is a failure, not a start
     return model
 
 
@@ -184,5 +185,6 @@ def build_resnet_stage(cfg: Union[BackboneConfig, str], stage: str = "res5", **o
         if report.format == "msra" and not cfg.stride_in_1x1 and net.block is Bottleneck:
             raise ValueError("MSRA/Detectron weights put the bottleneck stride in the first 1x1 convolution; "
                              "build the stage with stride_in_1x1=True")
+        check_backbone_fit(report)
         module.load_report = report
     return module

@@ -27,13 +27,14 @@ import torch
 from torch import nn
 
 from engine.checkpoint import LoadReport, match_state, read_checkpoint
+from engine.data import DataError
 
 from .hub import is_weights_name, resolve_weights
 from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
 from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
 from .resnet import Bottleneck, ResNet
 
-__all__ = ["LoadReport", "WeightsFile", "load_weights", "read_weights", "convert_state_dict",
+__all__ = ["LoadReport", "WeightsFile", "load_weights", "check_backbone_fit", "MIN_LOADED_FRACTION", "read_weights", "convert_state_dict",
            "to_backbone_state_dict", "FORMATS"]
 
 FORMATS = ("auto", "reskit", "torchvision", "timm", "safetensors", "msra")
@@ -261,3 +262,28 @@ def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: 
         report.input_norm_from_weights = True
     report.input_norm = getattr(model, "input_norm", input_norm)
     return report
+
+
+# Backbone weights must fill at least this share of the network's tensors (layers the task adds on
+# top, e.g. an FPN, aside): a classifier of another depth, a detector's neck or a file in another
+# naming scheme would otherwise leave most of the network random and train with exit 0.
+MIN_LOADED_FRACTION = 0.9
+
+
+def check_backbone_fit(report: Optional[LoadReport], own: Tuple[str, ...] = ("fpn.",),
+                       key: str = "model.backbone.weights") -> None:
+    """One line (DataError) when ``report`` filled under :data:`MIN_LOADED_FRACTION` of the
+    backbone's tensors; names under ``own`` (the task's added layers) are not counted."""
+    if report is None:
+        return
+    loaded = [k for k in report.loaded if not k.startswith(own)]
+    missing = [k for k in report.missing if not k.startswith(own)]
+    total = len(loaded) + len(missing) + len([k for k, _, _ in report.mismatched if not k.startswith(own)])
+    if total and len(loaded) >= MIN_LOADED_FRACTION * total:
+        return
+    from engine.checkpoint import _summarize  # the report's own way of listing keys
+
+    raise DataError(f"{report.source}: {key} fill {len(loaded)} of {total} backbone tensors (under "
+                    f"{MIN_LOADED_FRACTION:.0%}; missing {_summarize(missing, limit=4)}; unexpected "
+                    f"{_summarize(report.unexpected, limit=4)}); check model.backbone.name and its options "
+                    "(stride_in_1x1, shortcut, norm) against the weights, or model.backbone.weights_format")

@@ -23,6 +23,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import FPNOptions, build_backbone, build_resnet_stage, load_weights, timm_model_name
+from backbones.weights import check_backbone_fit
 from backbones.norm import TORCHVISION_INPUT_NORM
 
 from .config import DetModelConfig, InputConfig
@@ -103,6 +104,7 @@ def _build_c4(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
             backbone.load_report = load_weights(backbone, cfg.backbone.weights, format=cfg.backbone.weights_format)
         finally:
             del backbone.layer4
+        check_backbone_fit(backbone.load_report)
         _log_report(backbone.load_report, cfg)
     stride, channels = backbone.strides["res4"], res5.out_channels
 

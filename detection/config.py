@@ -51,6 +51,9 @@ class DetModelConfig:
     # checkpoint's own label space.
     num_classes: Union[int, str] = "auto"
     weights: Optional[str] = None  # a whole-detector checkpoint to start from (fine-tuning)
+    # Names (module prefixes, "*" for any) that may be missing from, left over in or of another shape
+    # in model.weights; anything else that does not fit stops the run (detection.weights).
+    weights_partial: List[str] = field(default_factory=list)
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(norm="FrozenBN", freeze_at=2))
     fpn_channels: int = 256
     rpn: RPNConfig = field(default_factory=RPNConfig)

@@ -41,6 +41,7 @@ class DetectionTask:
         ``model.weights`` when the checkpoint has one; in training it is the training data's.
         ``checkpoint``: ``model.weights`` already read, so that it is not read again."""
         self.cfg = cfg
+        self.training = training
         self._train_set: Optional[ConcatCocoDetection] = None
         self._val_set: Optional[CocoDetection] = None
         # Evaluation reads model.weights once, here: the label space now, the weights in build_model.
@@ -177,7 +178,9 @@ class DetectionTask:
         self._resolve_num_classes()
         model = build_detector(self.cfg.model, self.cfg.input)
         if self.cfg.model.weights:
-            report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint)
+            # training: the class-dependent predictor may start new (fine-tuning); evaluation: all must fit
+            report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint,
+                                           allow_mismatch=self.training, partial=self.cfg.model.weights_partial)
             self._weights_checkpoint = None  # loaded: its tensors need not stay in memory
             if is_main_process():
                 logger.info("detector weights:\n%s", report)

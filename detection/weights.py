@@ -18,30 +18,44 @@ torchvision's detections exactly, and evaluation maps labels to ids through the 
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from backbones.norm import TORCHVISION_INPUT_NORM
-from engine.checkpoint import (KIND_DETECTION, LoadReport, checkpoint_meta, checkpoint_state, match_state,
-                               read_checkpoint)
+from engine.checkpoint import (KIND_BACKBONE, KIND_CLASSIFICATION, KIND_DETECTION, LoadReport, check_fit,
+                               checkpoint_kind, checkpoint_meta, checkpoint_state, match_state, read_checkpoint)
+from engine.data import DataError
 
-__all__ = ["load_detector_weights", "label_space", "is_torchvision_detection", "convert_torchvision_detection",
+__all__ = ["load_detector_weights", "CLASS_LAYERS", "label_space", "is_torchvision_detection", "convert_torchvision_detection",
            "match_detections", "REMEDY"]
 
 # What to do with a file that is not a reskit checkpoint, for every reader of detection weights.
 REMEDY = "give a checkpoint of tools/train_det.py, or convert foreign weights with tools/transfer.py first"
 
 
+# The class-dependent layers: a checkpoint for another number of classes leaves only these of
+# another shape, the fine-tuning case (they start new, and the report lists them).
+CLASS_LAYERS = ("roi_heads.box_predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+
+
 def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False, allow_mismatch: bool = True,
-                          checkpoint: Optional[dict] = None) -> LoadReport:
-    """Load ``path`` into ``model``; keys whose shapes differ (a new class count when fine-tuning)
-    are skipped and reported when ``allow_mismatch``, otherwise an error naming the key.
+                          checkpoint: Optional[dict] = None, partial: Sequence[str] = ()) -> LoadReport:
+    """Load ``path`` into ``model``. ``allow_mismatch`` (fine-tuning): the class-dependent predictor
+    layers (:data:`CLASS_LAYERS`) may have another shape and start new; otherwise (evaluation,
+    prediction) every tensor must fit. Anything else that does not fit stops with one line
+    (:func:`engine.checkpoint.check_fit`) unless its name is in ``partial`` (``model.weights_partial``).
     ``checkpoint``: the file already read (:func:`engine.checkpoint.read_checkpoint`), not read again."""
     ckpt = read_checkpoint(path, REMEDY) if checkpoint is None else checkpoint
-    usable, report = match_state(checkpoint_state(ckpt, prefer_ema, path), model, path, allow_mismatch,
-                                 remedy="check model.num_classes / arch")
+    kind = checkpoint_kind(ckpt)
+    if kind in (KIND_CLASSIFICATION, KIND_BACKBONE) and not partial:
+        raise DataError(f"{path}: a {kind} checkpoint, not a detector: give it as model.backbone.weights "
+                        "(a classifier through tools/transfer.py first), not as model.weights / --weights")
+    usable, report = match_state(checkpoint_state(ckpt, prefer_ema, path), model, path, allow_mismatch=True)
+    check_fit(report, "model.weights", fine_tune=CLASS_LAYERS if allow_mismatch else (), partial=partial,
+              remedy="check model.arch, model.mask, model.backbone and model.num_classes against the run that "
+                     "wrote it")
     model.load_state_dict(usable, strict=False)
     meta = checkpoint_meta(ckpt)
     if isinstance(meta.get("input_norm"), dict) and hasattr(model, "transform"):

@@ -17,7 +17,7 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .data import DataError
 
 __all__ = ["KIND_CLASSIFICATION", "KIND_BACKBONE", "KIND_DETECTION", "KIND_SEMANTIC_SEGMENTATION", "KINDS",
            "LoadReport", "read_checkpoint", "load_checkpoint", "checkpoint_kind", "checkpoint_meta",
-           "checkpoint_state", "match_state", "save_checkpoint", "Checkpointer", "get_rng_state", "set_rng_state"]
+           "checkpoint_state", "match_state", "check_fit", "save_checkpoint", "Checkpointer", "get_rng_state", "set_rng_state"]
 
 # What a checkpoint holds, written to meta["task"]. The values are those files already carry.
 KIND_CLASSIFICATION = "classification"  # a whole classifier (tools/train_cls.py)
@@ -67,22 +67,52 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     so the rename itself survives a power cut.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + ".")
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + ".")
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        problem = _write_problem(e, directory)
+        if problem is None:
+            raise
+        raise DataError(f"{path}: cannot write the checkpoint: {problem}") from None
+    _fsync_dir(directory)
+
+
+def _write_problem(e: BaseException, directory: str) -> Optional[str]:
+    """The user's words for a failed checkpoint write, or None when it is not a disk problem.
+    torch.save reports a full disk from its C++ zip writer as a RuntimeError ("enforce fail at
+    inline_container.cc ... file write failed"), not as an OSError."""
+    import errno
+    import shutil
+
+    text = str(e)
+    if isinstance(e, OSError) or (isinstance(e, RuntimeError) and ("inline_container" in text
+                                                                     or "PytorchStreamWriter" in text)):
+        code = getattr(e, "errno", None)
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"{e.strerror}; choose a writable output_dir"
+        where = ""
         try:
-            os.unlink(tmp)
+            usage = shutil.disk_usage(directory)
+            where = f" ({usage.free / 2**20:.0f} MiB free of {usage.total / 2**30:.1f} GiB)"
         except OSError:
             pass
-        raise
-    _fsync_dir(directory)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
+        return (f"{reason}; the disk holding it is full or failing{where}: free space there or move "
+                "output_dir to another disk")
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,6 +306,45 @@ def match_state(state: Mapping[str, torch.Tensor], model: nn.Module, source: str
     return usable, report
 
 
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(p == "*" or key == p.rstrip(".") or key.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def check_fit(report: LoadReport, key: str = "model.weights", fine_tune: Sequence[str] = (),
+              partial: Sequence[str] = (), partial_key: str = "model.weights_partial",
+              remedy: str = "give weights of this architecture") -> None:
+    """Stop with one line (:class:`engine.data.DataError`) unless whole-model weights fit the model.
+
+    Accepted misfits: tensors of another shape under a ``fine_tune`` prefix (the class-dependent
+    predictor layers when fine-tuning to another number of classes; the report lists them), and any
+    missing / unexpected / other-shape tensor under a name of ``partial`` (``partial_key`` in the
+    config, ``"*"`` for any). A load that fills no model tensor is never accepted: training or
+    evaluating random weights with exit 0 is the silent failure this check exists for.
+    """
+    mismatched = [k for k, _, _ in report.mismatched]
+    bad_missing = [k for k in report.missing if not _under(k, partial)]
+    bad_unexpected = [k for k in report.unexpected if not _under(k, partial)]
+    bad_shape = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in report.mismatched
+                 if not _under(k, fine_tune) and not _under(k, partial)]
+    total = len(report.loaded) + len(report.missing) + len(mismatched)
+    if report.loaded and not (bad_missing or bad_unexpected or bad_shape):
+        return
+    parts = [f"loaded {len(report.loaded)} of {total} model tensors"]
+    if bad_missing:
+        parts.append(f"missing {_summarize(bad_missing, limit=4)}")
+    if bad_unexpected:
+        parts.append(f"unexpected {_summarize(bad_unexpected, limit=4)}")
+    if bad_shape:
+        parts.append(f"other shape {_summarize(bad_shape, limit=2, group=False)}")
+    # the shortest names that cover the misfits: a top-level module when none of it loaded
+    loaded_tops = {k.split(".")[0] for k in report.loaded}
+    names = sorted({k.split(".")[0] if k.split(".")[0] not in loaded_tops else ".".join(k.split(".")[:2])
+                    for k in bad_missing + bad_unexpected + [k.split(" ")[0] for k in bad_shape]})
+    hint = f"; to load the rest deliberately set {partial_key}=[{','.join(names[:8])}]" if report.loaded else \
+        "; backbone or classifier weights go to model.backbone.weights"
+    raise DataError(f"{report.source}: {key} do not fit the model ({'; '.join(parts)}); {remedy}{hint}")
+
+
 class Checkpointer:
     """``output_dir/checkpoints/model_{iteration:07d}.pth``, keeping the newest ``keep``."""
 
@@ -297,7 +366,12 @@ class Checkpointer:
 
     def save(self, iteration: int, state: Dict[str, Any]) -> str:
         path = self.path_for(iteration)
-        save_checkpoint(path, state)
+        try:
+            save_checkpoint(path, state)
+        except DataError as e:  # a full disk: say which checkpoint is still good (older ones are kept)
+            kept = [p for _, p in self.all()]
+            raise DataError(f"{e}; the last good checkpoint, {kept[-1]}, is kept" if kept else
+                            f"{e}; no checkpoint was written yet") from None
         # Older ones go only once the new one is safely on disk.
         for _, old in self.all()[:-self.keep]:
             try:

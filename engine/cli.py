@@ -17,6 +17,9 @@ def default_argument_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML experiment file")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: continue even though the config differs from the run's in more "
+                             "than run length, logging, periods and workers (engine/resume.py)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the weights and stop")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="config overrides, applied after the file")

@@ -33,10 +33,16 @@ _FILE_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 
 
 class _TqdmStream:
-    """A console stream that writes through tqdm, so log lines do not tear a live progress bar."""
+    """A console stream that writes through tqdm, so log lines do not tear a live progress bar.
+    ``sys.stdout`` / ``sys.stderr`` is looked up at each write, so a tool run inside another program
+    (a test that captures the output, a notebook) logs to the stream in place at that moment."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def stream(self):
+        return getattr(sys, self.name)
 
     def write(self, text: str) -> None:
         text = text.rstrip("\n")
@@ -76,18 +82,23 @@ def setup_logging(output_dir: Optional[str] = None, rank: int = 0) -> str:
     root.setLevel(logging.INFO)
     handlers = []
     if rank == 0:
-        out = logging.StreamHandler(_TqdmStream(sys.stdout))
+        out = logging.StreamHandler(_TqdmStream("stdout"))
         out.addFilter(_BelowWarning())
         out.setLevel(logging.INFO)
         handlers.append(out)
-    err = logging.StreamHandler(_TqdmStream(sys.stderr))
+    err = logging.StreamHandler(_TqdmStream("stderr"))
     err.setLevel(logging.WARNING)
     handlers.append(err)
     for h in handlers:
         h.setFormatter(logging.Formatter(_CONSOLE_FORMAT, "%H:%M:%S"))
     if path:
-        os.makedirs(output_dir, exist_ok=True)
-        file = logging.FileHandler(path, encoding="utf-8")
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            file = logging.FileHandler(path, encoding="utf-8")
+        except OSError as e:  # read-only, not a folder, no permission: the config's choice to change
+            from .config import ConfigError
+            raise ConfigError(f"output_dir: cannot write {path} ({e.strerror}); choose a writable "
+                              "output_dir") from None
         file.setLevel(logging.INFO)
         file.setFormatter(logging.Formatter(_FILE_FORMAT, "%Y-%m-%d %H:%M:%S"))
         handlers.append(file)
@@ -106,6 +117,33 @@ def _flatten(results: dict, prefix: str = "") -> Dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
+
+
+# The headline numbers of each task's evaluation, in this order where present (COCO bbox and segm,
+# semantic segmentation, classification); a section with none of them shows its first three numbers.
+PRIMARY_KEYS = ("AP", "AP50", "AP75", "mIoU", "pixel_accuracy", "top1", "top5")
+
+
+def primary_numbers(results: dict) -> str:
+    """``"bbox AP 41.20 AP50 ...; segm AP 37.10 ...; sem_seg mIoU 80.10 ..."`` for the console: every
+    task's primary numbers, whatever else the evaluation holds (per-class tables are left out)."""
+    parts = []
+    top = [(k, v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if top:
+        keys = [k for k in PRIMARY_KEYS if k in dict(top)] or [k for k, _ in top[:3]]
+        parts.append(", ".join(f"{k} {_fmt(dict(top)[k])}" for k in keys))
+    for name, section in results.items():
+        if not isinstance(section, dict):
+            continue
+        numbers = {k: v for k, v in section.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        keys = [k for k in PRIMARY_KEYS if k in numbers] or list(numbers)[:3]
+        if keys:
+            parts.append(f"{name} " + ", ".join(f"{k} {_fmt(numbers[k])}" for k in keys))
+    return "; ".join(parts) or "no numbers"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "n/a"
 
 
 def _truncate_after(path: str, iteration: int) -> None:
@@ -195,9 +233,7 @@ class MetricsLogger:
                 if math.isfinite(v):
                     self.writer.add_scalar(f"eval/{k}", v, iteration)
             self.writer.flush()
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in list(flat.items())[:12])
-        msg = f"evaluation at iter {iteration}: {shown}"
-        logger.info(msg)
+        logger.info(f"evaluation at iter {iteration}: {primary_numbers(results)}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .logger import _flatten
+from .logger import PRIMARY_KEYS, _flatten
 
 # Keys of a training record that are not loss terms.
 _NOT_LOSSES = {"iter", "epoch", "lr", "time", "data_time", "eta_seconds", "grad_norm", "skipped"}
@@ -27,8 +27,9 @@ def read_metrics(path: str) -> Tuple[List[dict], List[dict]]:
 def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int = 8) -> str:
     """Draw ``run_dir/metrics.jsonl`` to a PNG (default ``run_dir/metrics.png``); returns its path.
 
-    Evaluation curves: the first ``max_eval_curves`` numeric results, skipping per-category and
-    per-class tables (too many lines to read).
+    Evaluation curves: every task's primary numbers (bbox and segm AP / AP50 / AP75, mIoU, top-1 ...:
+    engine.logger.PRIMARY_KEYS), then other numeric results up to ``max_eval_curves``, skipping
+    per-category and per-class tables (too many lines to read).
     """
     import matplotlib
     matplotlib.use("Agg")  # no display needed
@@ -47,10 +48,12 @@ def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int =
                 losses.setdefault(k, []).append((r["iter"], v))
     curves: Dict[str, List[Tuple[int, float]]] = {}
     for r in evals:
-        for k, v in _flatten(r["eval"]).items():
-            if "per_" in k or (k not in curves and len(curves) >= max_eval_curves):
+        flat = {k: v for k, v in _flatten(r["eval"]).items() if "per_" not in k}
+        primary = [k for k in flat if k.rsplit("/", 1)[-1] in PRIMARY_KEYS]
+        for k in primary + [k for k in flat if k not in primary]:
+            if k not in curves and k not in primary and len(curves) >= max_eval_curves:
                 continue
-            curves.setdefault(k, []).append((r["iter"], v))
+            curves.setdefault(k, []).append((r["iter"], flat[k]))
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, points in losses.items():

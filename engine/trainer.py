@@ -47,6 +47,7 @@ from .ema import ModelEMA
 from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
 from .jsonio import write_json
 from .logger import MetricsLogger, setup_logging
+from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
 from .schedule import build_lr_scheduler, scale_for_batch
@@ -131,13 +132,15 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- training
 
-    def train(self, resume: bool = False) -> dict:
+    def train(self, resume: bool = False, allow_config_change: bool = False) -> dict:
         """Train to ``solver.max_iter`` (from the newest loadable checkpoint when ``resume``) and
-        return the final evaluation (full results on every rank)."""
+        return the final evaluation (full results on every rank). A resume whose config differs
+        from the run's beyond engine.resume.FREE_TO_CHANGE stops unless ``allow_config_change``."""
         cfg, solver = self.cfg, self.cfg.solver
+        self._allow_config_change, self._config_changes = allow_config_change, []
         rng_states = self._start(resume)
         if is_main_process():
-            save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+            self._save_run_config()
 
         dataset = self.task.train_dataset()
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
@@ -215,11 +218,29 @@ class Trainer:
                 logger.warning(f"ranks {blind} cannot read {found}: sending them rank 0's copy (put "
                                "output_dir on a filesystem every node shares to avoid this)")
             state = broadcast_object(state if is_main_process() else None)
+        self._check_resume_config(state, found)  # before loading: a changed model must not half-load
         self.load_state(state)
         self.last_checkpoint = found
         if is_main_process():
             logger.info(f"resuming from {found} (iteration {self.iteration})")
         return state.get("rng")
+
+    def _check_resume_config(self, state: dict, checkpoint: str) -> None:
+        """A resume continues one experiment: the config may differ from the checkpoint's only in run
+        length, logging, periods and workers, unless --allow-config-change (engine.resume)."""
+        self._config_changes = check_resume_config(self.cfg, state, checkpoint,
+                                                    getattr(self, "_allow_config_change", False))
+        if self._config_changes and is_main_process():
+            logger.info(f"resuming with a changed config: {', '.join(self._config_changes)}")
+
+    def _save_run_config(self) -> None:
+        # A resume never overwrites the run's config.yaml; what it changed goes beside it.
+        if self.last_checkpoint is None:
+            path = os.path.join(self.cfg.output_dir, "config.yaml")
+        else:
+            path = resume_config_path(self.cfg.output_dir, self.iteration, self._config_changes)
+        if path is not None:
+            save_config(self.cfg, path)
 
     def _step(self, batches, sampler: TrainBatchSampler, metrics: MetricsLogger) -> None:
         solver = self.cfg.solver
@@ -428,8 +449,8 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str) -> None:
         result = model.load_state_dict(state_dict, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"{source}: weights do not fit the model: {str(e).splitlines()[-1].strip()}") from None
+        raise DataError(f"{source}: weights do not fit the model: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise ValueError(f"{source}: weights do not fit the model: {len(missing)} missing keys "
+        raise DataError(f"{source}: weights do not fit the model: {len(missing)} missing keys "
                          f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
                          "is it a checkpoint of this model and config?")

@@ -38,6 +38,9 @@ class SegModelConfig:
     fpn_channels: int = 256  # semantic FPN: channels of the pyramid
     atrous_rates: List[int] = field(default_factory=lambda: [12, 24, 36])  # DeepLabV3's ASPP
     weights: Optional[str] = None  # a whole segmentation checkpoint to start from (or to evaluate)
+    # Names (module prefixes, "*" for any) that may be missing from, left over in or of another shape
+    # in model.weights, e.g. [classifier, rpn, roi_heads] to start from a detector (segmentation.weights).
+    weights_partial: List[str] = field(default_factory=list)
     ignore_index: int = 255  # label of pixels that count neither in the loss nor in the metrics
 
     def validate(self, prefix: str = "") -> None:

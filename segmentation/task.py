@@ -124,7 +124,8 @@ class SemanticSegmentationTask:
     def build_model(self) -> nn.Module:
         model = build_segmentation_model(self.cfg.model)
         if self.cfg.model.weights and self.training:
-            report = load_segmentation_weights(model, self.cfg.model.weights, strict=False)
+            report = load_segmentation_weights(model, self.cfg.model.weights, strict=False,
+                                               partial=self.cfg.model.weights_partial)
             if is_main_process():
                 logger.info("model weights:\n%s", report)
         self._input_norm = dict(model.input_norm)

@@ -19,14 +19,14 @@ values in ``meta["config"]``.
 from __future__ import annotations
 
 import re
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from backbones import TORCHVISION_INPUT_NORM
-from engine.checkpoint import (KIND_SEMANTIC_SEGMENTATION, LoadReport, checkpoint_meta, checkpoint_state,
-                               match_state, read_checkpoint)
+from engine.checkpoint import (KIND_SEMANTIC_SEGMENTATION, LoadReport, check_fit, checkpoint_meta,
+                               checkpoint_state, match_state, read_checkpoint)
 from engine.data import DataError
 
 from .data import VOC_CLASSES
@@ -37,8 +37,13 @@ __all__ = ["load_segmentation_weights", "TORCHVISION_SEGMENTATION_ARCHS", "is_to
 REMEDY = "give a checkpoint of tools/train_seg.py, or convert torchvision weights with tools/transfer.py first"
 
 
+# The class-dependent layers of each head (FCN / DeepLabV3: classifier.4, semantic FPN: classifier.predictor,
+# the auxiliary FCN head: aux_classifier.4): only these may have another shape when fine-tuning.
+CLASS_LAYERS = ("classifier.4", "classifier.predictor", "aux_classifier.4")
+
+
 def load_segmentation_weights(model: nn.Module, path: str, strict: bool = False, prefer_ema: bool = False,
-                              checkpoint: Optional[dict] = None) -> LoadReport:
+                              checkpoint: Optional[dict] = None, partial: Sequence[str] = ()) -> LoadReport:
     """Load ``path`` into ``model`` and return what happened.
 
     Fine-tuning (``strict=False``): tensors whose shape differs (a head for another number of
@@ -57,6 +62,9 @@ def load_segmentation_weights(model: nn.Module, path: str, strict: bool = False,
                     if report.mismatched else ""]
         raise DataError(f"{path}: weights do not fit the model: {'; '.join(p for p in problems if p)}; "
                         "check model.head, model.num_classes, model.aux_loss and model.backbone")
+    if not strict:  # fine-tuning: the class layers may start new, names in partial (model.weights_partial) too
+        check_fit(report, "model.weights", fine_tune=CLASS_LAYERS, partial=partial,
+                  remedy="check model.head, model.backbone and model.aux_loss against the run that wrote it")
     model.load_state_dict(usable, strict=False)
     meta = checkpoint_meta(ckpt)
     if isinstance(meta.get("input_norm"), dict) and hasattr(model, "input_norm"):

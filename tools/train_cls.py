@@ -30,7 +30,7 @@ def main():
     if args.eval_only:  # model.weights, else output_dir/model_final.pth
         results = trainer.evaluate_only(cfg.model.weights)
     else:
-        results = trainer.train(resume=args.resume)
+        results = trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
     if results:
         print("results: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                       for k, v in results.items()), flush=True)

@@ -24,7 +24,7 @@ def main():
         if not cfg.model.weights:
             raise FileNotFoundError("--eval-only needs model.weights=PATH (a detection checkpoint)")
         return trainer.evaluate_only(cfg.model.weights)
-    return trainer.train(resume=args.resume)
+    return trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(argv=None):
         if not cfg.model.weights:
             raise FileNotFoundError("--eval-only needs model.weights=PATH (a segmentation checkpoint)")
         return trainer.evaluate_only(cfg.model.weights)
-    return trainer.train(resume=args.resume)
+    return trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def main():
     if args.eval_only:
         results = trainer.evaluate_only(os.path.join(cfg.output_dir, "model_final.pth"))
     else:
-        results = trainer.train(resume=args.resume)
+        results = trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
     print("RESULTS", results, flush=True)
 
 
