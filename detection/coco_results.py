@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 def _numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor (torch is not imported here: eval_coco.py starts without it)
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        if x.is_floating_point():  # bf16 / fp16 outputs of autocast inference: NumPy has no bfloat16
+            x = x.float()
+        return x.cpu().numpy()
     return np.asarray(x)
 
 

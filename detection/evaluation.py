@@ -171,11 +171,16 @@ def per_category_ap(precision: np.ndarray, cat_ids: Sequence[int], names: Dict[i
 
 
 def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
-                     image_ids: Optional[Iterable[int]] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
+                     image_ids: Optional[Iterable[int]] = None,
+                     category_ids: Optional[Iterable[int]] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Evaluate COCO results records against ``gt``; returns (12 metrics, per-category AP), percent.
 
     ``image_ids`` restricts the evaluation to those images (e.g. the part of a validation set that
     was run); by default every ground-truth image counts, with or without detections.
+    ``category_ids``: the categories to evaluate (a model's label space); those that ground-truth
+    annotations use are added. Default: every category of the json. The mean AP is the same either
+    way (a category without ground truth does not count), the per-category table differs: a
+    placeholder category that is no class is not listed.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
@@ -198,6 +203,9 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
     evaluator = eval_cls(coco_gt, coco_dt, iou_type, **eval_kwargs)
     if image_ids is not None:
         evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
+    if category_ids is not None:
+        used = {ann["category_id"] for ann in gt_dataset["annotations"]}
+        evaluator.params.catIds = sorted(set(int(c) for c in category_ids) | used)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
@@ -279,7 +287,8 @@ class COCOEvaluator:
         out: Dict[str, Dict[str, float]] = {}
         for iou_type in self.iou_types:
             metrics, per_category = evaluate_results(self.gt_dataset, self._records, iou_type,
-                                                     self.backend, image_ids=self.image_ids())
+                                                     self.backend, image_ids=self.image_ids(),
+                                                     category_ids=self.contiguous_to_id.values())
             out[iou_type] = metrics
             out[f"{iou_type}_per_category"] = per_category
         return out

@@ -69,7 +69,11 @@ def main(argv=None) -> int:
     if not (args.gt and args.results):
         fail("give --gt G.json --results R.json, or --config C.yaml --weights W.pth")
     try:
-        metrics = evaluate_results_file(args.gt, args.results, args.iou_type, args.backend, args.output)
+        from detection.evaluation import prepare_ground_truth
+
+        gt = prepare_ground_truth(args.gt, log=False)  # cleaned once; what it dropped is said here
+        print(f"ground truth {gt.cleaning.summary()}", flush=True)
+        metrics = evaluate_results_file(gt, args.results, args.iou_type, args.backend, args.output)
     except DataError as e:
         fail(str(e))
     print(format_table(metrics), end="")

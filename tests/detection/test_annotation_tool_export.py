@@ -230,7 +230,9 @@ def test_train_on_the_export_then_ground_truth_against_itself(export, tmp_path):
     meta = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["meta"]
     names = [c["name"] for c in export["train_data"]["categories"]]
     assert meta["class_names"] == names[1:] and 0 not in meta["category_ids"]
-    assert json.load(open(os.path.join(out, "results.json")))["bbox"]["AP"] is not None
+    final = json.load(open(os.path.join(out, "results.json")))
+    assert final["bbox"]["AP"] is not None
+    assert sorted(final["bbox_per_category"]) == sorted(names[1:])  # the placeholder is not evaluated as a class
     # the results file training wrote is read back by eval_coco.py, and the ground truth scores 100
     results = write_json(self_results(export["val_data"]), str(tmp_path / "self.json"))
     for backend in BACKENDS:

@@ -202,3 +202,16 @@ def test_gt_without_segmentation_left_out_of_mask_ap_only(gt_and_results):
         bbox_reference, _ = evaluate_results(gt, results, "bbox", backend)
         for key in METRIC_KEYS:  # box AP still counts them
             assert_close(bbox[key], bbox_reference[key], 0.0)
+
+
+def test_bf16_model_outputs_become_results():
+    """Autocast inference returns bf16 boxes and scores (NumPy has no bfloat16): they convert, not crash."""
+    import torch
+
+    from detection.coco_results import instances_to_coco_results
+
+    records = instances_to_coco_results(3, torch.tensor([[1.0, 2.0, 30.0, 40.0]], dtype=torch.bfloat16),
+                                        torch.tensor([0.5], dtype=torch.bfloat16), torch.tensor([1]), {1: 7},
+                                        masks=torch.ones(1, 1, 5, 5, dtype=torch.bfloat16))
+    assert records[0]["bbox"] == [1.0, 2.0, 29.0, 38.0] and records[0]["score"] == 0.5
+    assert records[0]["category_id"] == 7 and records[0]["segmentation"]["size"] == [5, 5]
