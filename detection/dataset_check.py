@@ -36,7 +36,10 @@ PROBLEMS = OrderedDict(
     + [(code, ("repaired", meaning)) for code, meaning in REPAIRED.items()]
     + [("decoder_warning", ("warning", "images the decoder warned about (decoded anyway; the picture may be damaged)")),
        ("duplicate_file_name", ("warning", "file names used by more than one image record")),
-       ("unused_category", ("warning", "categories no annotation uses (left out of the label space in training)")),
+       ("unused_category", ("warning", "categories no annotation of this file uses (in a training set: left out of "
+                                       "the label space)")),
+       ("duplicate_category_name", ("warning", "category names shared by several ids (the per-category AP table "
+                                               "adds the id to tell them apart)")),
        ("annotation_id_zero", ("warning", "annotation id 0 (evaluation renumbers ids: COCOeval cannot match id 0)")),
        ("bbox_clipped", ("warning", NOTED["bbox_clipped"])),
        ("empty_segmentation", ("note", NOTED["empty_segmentation"])),
@@ -146,12 +149,17 @@ def _check_files(images: List[dict], images_dir: str, report: DatasetReport, num
 
 
 def _check_extras(data: dict, report: DatasetReport) -> None:
-    """What the cleaning keeps but a user should hear about: shared file names, unused categories,
-    annotation id 0, crowd regions."""
+    """What the cleaning keeps but a user should hear about: shared file names, shared category names,
+    unused categories, annotation id 0, crowd regions."""
     file_names = Counter(img["file_name"] for img in data["images"])
     for name, n in file_names.items():
         if n > 1:
             report.add("duplicate_file_name", f"{name}: {n} image records")
+    names = Counter(cat.get("name") for cat in data["categories"])
+    for name, n in names.items():
+        if n > 1:
+            ids = [cat["id"] for cat in data["categories"] if cat.get("name") == name]
+            report.add("duplicate_category_name", f"{name!r}: category ids {ids}")
     used = Counter(ann["category_id"] for ann in data["annotations"])
     for cat in data["categories"]:
         if cat["id"] not in used:

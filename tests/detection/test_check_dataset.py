@@ -147,3 +147,11 @@ def test_schema_problems(tmp_path):
         f.write("{not json")
     assert check_dataset(str(tmp_path / "b.json"), str(tmp_path)).counts["invalid_json"] == 1
     assert check_dataset(str(tmp_path / "none.json"), str(tmp_path)).counts["invalid_json"] == 1
+
+
+def test_category_names_shared_by_two_ids(tmp_path):
+    data = clean_dataset(str(tmp_path))
+    data["categories"].append({"id": 0, "name": "thing", "supercategory": "none"})
+    report = check_dataset(write_json(data, str(tmp_path / "ann.json")), str(tmp_path / "images"))
+    assert dict(report.counts) == {"duplicate_category_name": 1, "unused_category": 1} and not report.has_errors
+    assert report.examples["duplicate_category_name"] == ["'thing': category ids [5, 0]"]
