@@ -17,10 +17,12 @@ and saves / restores them in every checkpoint, so a resumed run draws the same f
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +31,7 @@ from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_s
 from engine.config import ConfigError
 from engine.data import build_inference_loader
 from engine.dist import get_world_size, is_main_process
+from engine.logger import dataset_summary
 from engine.sampler import gather_in_order
 
 from backbones.build import build_classifier
@@ -37,6 +40,8 @@ from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_
 from .transforms import build_eval_transform, build_train_transform
 from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
 from backbones.weights import WeightsFile, load_weights
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ClassificationTask", "DropoutLinear", "classifier_head_name", "collate_train", "collate_eval"]
 
@@ -102,6 +107,12 @@ class ClassificationTask:
                               f"classes ({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''}); "
                               f"set model.num_classes={len(self.classes)}")
         self.num_train_samples = len(self.train_set) if self.train_set is not None else 0
+        if is_main_process():
+            for name, ds in (("training set", self.train_set), ("validation set", self.val_set)):
+                if ds is not None:
+                    counts = np.bincount(ds.labels, minlength=len(self.classes))
+                    logger.info(dataset_summary(f"{name} ({len(ds.datasets)} source{'s' * (len(ds.datasets) > 1)})",
+                                                {"images": len(ds)}, dict(zip(self.classes, counts.tolist()))))
         self.input_norm = dict(TORCHVISION_INPUT_NORM)
         self.load_report = None
         self.mixup = None
@@ -146,9 +157,9 @@ class ClassificationTask:
                               "shortcut, ...)")
         new_head = any(k.startswith(head) for k in report.missing) or any(k.startswith(head) for k, _, _ in report.mismatched)
         if is_main_process():
-            print(f"loaded {path}:\n{report}", flush=True)
+            logger.info(f"backbone weights from {path}:\n{report}")
             if new_head:
-                print(f"new classifier head '{self.head_name}' for {self.cfg.model.num_classes} classes", flush=True)
+                logger.info(f"new classifier head '{self.head_name}' for {self.cfg.model.num_classes} classes")
         self.load_report = report
 
     def _add_dropout(self, model: nn.Module, rate: float) -> None:

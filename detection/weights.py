@@ -55,7 +55,7 @@ def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
     usable, report = match_state(checkpoint_state(ckpt, prefer_ema, path), model, path, allow_mismatch=True)
     check_fit(report, "model.weights", fine_tune=CLASS_LAYERS if allow_mismatch else (), partial=partial,
               remedy="check model.arch, model.mask, model.backbone and model.num_classes against the run that "
-                     "wrote it")
+                     "wrote it", suggest_partial=allow_mismatch)
     model.load_state_dict(usable, strict=False)
     meta = checkpoint_meta(ckpt)
     if isinstance(meta.get("input_norm"), dict) and hasattr(model, "transform"):

@@ -312,7 +312,7 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
 
 def check_fit(report: LoadReport, key: str = "model.weights", fine_tune: Sequence[str] = (),
               partial: Sequence[str] = (), partial_key: str = "model.weights_partial",
-              remedy: str = "give weights of this architecture") -> None:
+              remedy: str = "give weights of this architecture", suggest_partial: bool = True) -> None:
     """Stop with one line (:class:`engine.data.DataError`) unless whole-model weights fit the model.
 
     Accepted misfits: tensors of another shape under a ``fine_tune`` prefix (the class-dependent
@@ -340,8 +340,8 @@ def check_fit(report: LoadReport, key: str = "model.weights", fine_tune: Sequenc
     loaded_tops = {k.split(".")[0] for k in report.loaded}
     names = sorted({k.split(".")[0] if k.split(".")[0] not in loaded_tops else ".".join(k.split(".")[:2])
                     for k in bad_missing + bad_unexpected + [k.split(" ")[0] for k in bad_shape]})
-    hint = f"; to load the rest deliberately set {partial_key}=[{','.join(names[:8])}]" if report.loaded else \
-        "; backbone or classifier weights go to model.backbone.weights"
+    hint = "; backbone or classifier weights go to model.backbone.weights" if not report.loaded else \
+        f"; to load the rest deliberately set {partial_key}=[{','.join(names[:8])}]" if suggest_partial else ""
     raise DataError(f"{report.source}: {key} do not fit the model ({'; '.join(parts)}); {remedy}{hint}")
 
 

@@ -109,6 +109,22 @@ def setup_logging(output_dir: Optional[str] = None, rank: int = 0) -> str:
     return path
 
 
+def dataset_summary(name: str, stats: Dict[str, int], per_class: Optional[Dict[str, int]] = None,
+                    counted: tuple = ("images", "annotations")) -> str:
+    """One line a run logs at start about a dataset: what it holds, per class, and everything it
+    dropped or skipped by reason with counts, e.g. ``training set: 600 images, 1791 annotations;
+    per class: circle 301, square 297, ...; dropped: crowd 3, no_segmentation 12``."""
+    held = ", ".join(f"{stats[k]} {k}" for k in counted if k in stats)
+    text = f"{name}: {held or 'no counts'}"
+    if per_class:
+        shown = list(per_class.items())
+        text += "; per class: " + ", ".join(f"{c} {n}" for c, n in shown[:20]) + \
+            (f", ... {len(shown) - 20} more" if len(shown) > 20 else "")
+    dropped = [(k, v) for k, v in stats.items() if k not in counted and isinstance(v, int) and v]
+    text += "; dropped or skipped: " + (", ".join(f"{k} {v}" for k, v in dropped) if dropped else "none")
+    return text
+
+
 def _flatten(results: dict, prefix: str = "") -> Dict[str, float]:
     out = {}
     for k, v in results.items():

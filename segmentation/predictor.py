@@ -35,7 +35,7 @@ class SemanticPredictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = build_segmentation_model(self.cfg.model)
         ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once
-        load_segmentation_weights(model, weights, strict=True, checkpoint=ckpt)
+        self.load_report = load_segmentation_weights(model, weights, strict=True, checkpoint=ckpt)
         self.model = model.to(self.device).eval()
         meta = checkpoint_meta(ckpt)
         self.class_names = list(meta.get("class_names") or self.cfg.data.class_names or

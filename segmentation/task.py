@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from engine.checkpoint import KIND_SEMANTIC_SEGMENTATION
 from engine.data import build_inference_loader
+from engine.logger import dataset_summary
 from engine.dist import get_world_size, is_main_process
 
 from .config import SegConfig, SegDatasetConfig
@@ -89,7 +90,7 @@ class SemanticSegmentationTask:
                                               self.cfg.model.ignore_index)
             self._train_set = ConcatSegmentation([self._dataset(s, transform, train=True) for s in d.train])
             if is_main_process():
-                logger.info("training set: %s", self._train_set.stats)
+                logger.info(dataset_summary("training set", self._train_set.stats, self._instances_per_class()))
         return self._train_set
 
     def val_dataset(self) -> ConcatSegmentation:
@@ -102,6 +103,16 @@ class SemanticSegmentationTask:
             transform = build_eval_transform(d.base_size if d.eval_resize else None)
             self._val_set = ConcatSegmentation([self._dataset(s, transform, train=False) for s in d.val])
         return self._val_set
+
+    def _instances_per_class(self) -> Optional[Dict[str, int]]:
+        """Annotated instances per class of the COCO training sets (label-map folders have none)."""
+        counts: Dict[int, int] = {}
+        for ds in self._train_set.datasets:
+            for record in getattr(ds, "records", None) or []:
+                for label in record.get("labels", []) if isinstance(record, dict) else []:
+                    counts[label] = counts.get(label, 0) + 1
+        names = self._train_set.class_names
+        return {names[k]: counts[k] for k in sorted(counts)} or None
 
     @property
     def num_train_samples(self) -> int:

@@ -12,6 +12,7 @@ overlay in the class palette; predictions.json lists the pixel count of each cla
 import argparse
 import glob
 import json
+import logging
 import os
 import sys
 
@@ -24,6 +25,7 @@ from engine.checkpoint import KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION, checkp
 from engine.data import DataError  # noqa: E402
 from engine.image_io import read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
+from engine.logger import setup_logging  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -72,6 +74,7 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
 
     predictor = SemanticPredictor(args.config, args.weights, device=args.device, overrides=args.overrides,
                                   checkpoint=checkpoint)
+    logging.getLogger("predict").info("model weights:\n%s", predictor.load_report)
     records = []
     for path in files:
         image = read_image(path)
@@ -102,6 +105,7 @@ def main():
 
     files = list_images(args.input)
     os.makedirs(args.output, exist_ok=True)
+    setup_logging(args.output)  # the INFO log (the weights' load report) on the console and in OUT/log.txt
     checkpoint = read_checkpoint(args.weights, REMEDY)  # once: the kind decides, the predictor loads it
     kind = checkpoint_kind(checkpoint)
     if kind == KIND_SEMANTIC_SEGMENTATION:
@@ -111,6 +115,7 @@ def main():
                         "segmentation checkpoints (classification: tools/train_cls.py --eval-only)")
     predictor = Predictor(args.config, args.weights, device=args.device,
                           overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
+    logging.getLogger("predict").info("detector weights:\n%s", predictor.load_report)
     from detection.masks import masks_to_rles
 
     records, empty = [], []

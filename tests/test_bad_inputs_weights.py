@@ -1,0 +1,196 @@
+"""Bad-input corpus, part 2: weights. Files that are no checkpoint, checkpoints of another task or
+architecture, backbone weights that leave most of the network random; and the misfits that are
+accepted (fine-tuning to another class count, names allowed by model.weights_partial). Each refused
+case: exit code 1 and one line naming the file and what to do, before any training."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bad_inputs_support import DET_CONFIG, SEG_CONFIG, det_overrides, expect_error, run
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this file ran code",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Shapes data (64 px), a Mask R-CNN checkpoint of the tiny detector (not trained: only its
+    layout matters), a classifier and a backbone checkpoint, and files that are no checkpoint."""
+    from backbones.build import build_backbone, build_classifier
+    from detection.build import build_detector
+    from detection.config import DetConfig
+    from detection.synthetic import make_shapes_dataset
+    from engine.checkpoint import KIND_BACKBONE, KIND_CLASSIFICATION, KIND_DETECTION, save_checkpoint
+    from engine.config import load_config
+
+    root = tmp_path_factory.mktemp("weights")
+    splits = make_shapes_dataset(str(root / "data"), num_train=4, num_val=2, size=64, seed=0)
+    data = {"train": splits["train"], "val": splits["val"]}
+    cfg = load_config(DetConfig, DET_CONFIG, det_overrides(data, root / "unused"))
+    torch.manual_seed(0)
+    det = build_detector(cfg.model, cfg.input)
+    import json
+    with open(data["train"][0]) as f:
+        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    meta = {"task": KIND_DETECTION, "arch": "FPN", "mask": True, "num_classes": len(categories),
+            "category_ids": [c["id"] for c in categories], "class_names": [c["name"] for c in categories],
+            "backbone": "resnet18", "input_norm": dict(det.input_norm)}
+    paths = {"data": data, "det": str(root / "mask_rcnn.pth"), "cls": str(root / "classifier.pth"),
+             "backbone": str(root / "backbone.pth")}
+    save_checkpoint(paths["det"], {"model": det.state_dict(), "meta": meta})
+    save_checkpoint(paths["cls"], {"model": build_classifier("resnet18", num_classes=6).state_dict(),
+                                   "meta": {"task": KIND_CLASSIFICATION}})
+    save_checkpoint(paths["backbone"], {"model": build_backbone("resnet18").state_dict(),
+                                        "meta": {"task": KIND_BACKBONE}})
+    (root / "weights.json").write_text('{"model": {"conv1.weight": [1, 2]}}')
+    (root / "weights.txt").write_text("conv1.weight 0.1 0.2\n")
+    (root / "empty.pth").write_bytes(b"")
+    with open(paths["det"], "rb") as f:
+        (root / "truncated.pth").write_bytes(f.read()[:5000])
+    torch.save({"model": {"conv1.weight": torch.zeros(1)}, "x": _RunsCode()}, root / "hostile.pth")
+    np.save(root / "weights.npy", np.zeros(3))
+    for name in ("weights.json", "weights.txt", "empty.pth", "truncated.pth", "hostile.pth", "weights.npy"):
+        paths[name] = str(root / name)
+    paths["root"] = root
+    return paths
+
+
+def _eval(capsys, files, weights, *extra):
+    out = files["root"] / "eval"
+    return run(capsys, "eval_coco", "--config", DET_CONFIG, "--weights", weights,
+               *det_overrides(files["data"], out), *extra)
+
+
+# ------------------------------------------------------------------- files that are no checkpoint
+
+@pytest.mark.parametrize("name, words", [
+    ("weights.json", "a JSON file"),
+    ("weights.txt", "a text file"),
+    ("empty.pth", "an empty file"),
+    ("truncated.pth", "damaged or truncated"),
+    ("hostile.pth", "would run code"),
+    ("weights.npy", "NumPy"),
+])
+def test_eval_coco_weights_that_are_no_checkpoint(capsys, files, name, words):
+    expect_error(_eval(capsys, files, files[name]), 1, files[name], words,
+                 case=f"eval_coco --weights {name.replace('weights.', 'a .')}")
+
+
+def test_eval_coco_weights_not_found(capsys, files):
+    missing = str(files["root"] / "nope.pth")
+    expect_error(_eval(capsys, files, missing), 1, missing, "not found", case="eval_coco --weights missing file")
+
+
+def test_transfer_of_a_json_file(capsys, files):
+    expect_error(run(capsys, "transfer", files["weights.json"], "--out", str(files["root"] / "out.pth")), 1,
+                 files["weights.json"], "JSON", case="transfer.py of a JSON file")
+
+
+# ------------------------------------------------------------- checkpoints of another task / arch
+
+def _train_det(capsys, files, name, *extra):
+    return run(capsys, "train_det", "--config", DET_CONFIG,
+               *det_overrides(files["data"], files["root"] / name), *extra)
+
+
+def test_classifier_as_detector_weights(capsys, files):
+    expect_error(_train_det(capsys, files, "cls_as_det", f"model.weights={files['cls']}"), 1, files["cls"],
+                 "classification checkpoint", "model.backbone.weights",
+                 case="train_det model.weights = a classifier checkpoint")
+
+
+def test_backbone_as_detector_weights(capsys, files):
+    expect_error(_train_det(capsys, files, "bb_as_det", f"model.weights={files['backbone']}"), 1,
+                 files["backbone"], "backbone checkpoint", case="train_det model.weights = a backbone checkpoint")
+
+
+def test_mask_rcnn_weights_into_faster_rcnn(capsys, files):
+    expect_error(_train_det(capsys, files, "mask_into_faster", "model.mask=false", f"model.weights={files['det']}"), 1,
+                 files["det"], "unexpected 8", "model.weights_partial=[roi_heads.mask_head,roi_heads.mask_predictor]",
+                 case="train_det Mask R-CNN weights into a Faster R-CNN")
+
+
+def test_backbone_weights_of_another_depth(capsys, files):
+    expect_error(_train_det(capsys, files, "r18_into_r34", "model.backbone.name=resnet34",
+                            f"model.backbone.weights={files['backbone']}"), 1,
+                 files["backbone"], "model.backbone.weights fill", "90%",
+                 case="train_det ResNet-18 backbone weights into a ResNet-34")
+
+
+def test_eval_coco_wrong_architecture(capsys, files):
+    line = expect_error(_eval(capsys, files, files["det"], "model.arch=C4"), 1, files["det"], "do not fit",
+                        "model.arch", case="eval_coco FPN checkpoint with a C4 config")
+    assert "weights_partial" not in line  # evaluation needs every tensor
+
+
+def test_predict_wrong_architecture(capsys, files):
+    images = files["data"]["val"][1]
+    expect_error(run(capsys, "predict", "--config", DET_CONFIG, "--weights", files["det"], "--input", images,
+                     "--output", str(files["root"] / "pred"), "model.arch=C4"), 1, files["det"], "do not fit",
+                 case="predict FPN checkpoint with a C4 config")
+
+
+def test_predict_classifier_checkpoint(capsys, files):
+    expect_error(run(capsys, "predict", "--config", DET_CONFIG, "--weights", files["cls"], "--input",
+                     files["data"]["val"][1], "--output", str(files["root"] / "pred2")), 1, files["cls"],
+                 "classification", case="predict with a classifier checkpoint")
+
+
+def _seg_overrides(files, name):
+    train, val = files["data"]["train"], files["data"]["val"]
+    return [f"output_dir={files['root'] / name}", f"data.train.0.coco.json={train[0]}",
+            f"data.train.0.coco.images={train[1]}", f"data.val.0.coco.json={val[0]}",
+            f"data.val.0.coco.images={val[1]}", "model.fpn_channels=32", "model.backbone.norm=GN", "data.base_size=64", "data.crop_size=64",
+            "solver.max_iter=1", "solver.amp=off", "logging.progress_bar=false", "logging.tensorboard=false"]
+
+
+def test_semantic_model_from_a_detector_without_weights_partial(capsys, files):
+    expect_error(run(capsys, "train_seg", "--config", SEG_CONFIG, *_seg_overrides(files, "seg_from_det"),
+                     f"model.weights={files['det']}", "model.weights_partial=[]"), 1, files["det"],
+                 "model.weights_partial=[classifier,roi_heads,rpn]",
+                 case="train_seg model.weights = a detector, no model.weights_partial")
+
+
+def test_semantic_model_from_a_classifier(capsys, files):
+    expect_error(run(capsys, "train_seg", "--config", SEG_CONFIG, *_seg_overrides(files, "seg_from_cls"),
+                     f"model.weights={files['cls']}"), 1, files["cls"], "loaded 0 of",
+                 "model.backbone.weights", case="train_seg model.weights = a classifier checkpoint")
+
+
+# ----------------------------------------------------------------------- misfits that are accepted
+
+def _detector(files, **model):
+    from detection.build import build_detector
+    from detection.config import DetConfig
+    from engine.config import load_config
+
+    cfg = load_config(DetConfig, DET_CONFIG, det_overrides(files["data"], files["root"] / "unused",
+                                                           **{f"model.{k}": v for k, v in model.items()}))
+    return build_detector(cfg.model, cfg.input)
+
+
+def test_fine_tuning_to_another_class_count_loads_all_but_the_predictor(files):
+    from detection.weights import load_detector_weights
+
+    report = load_detector_weights(_detector(files, num_classes=2), files["det"])
+    assert {k.rsplit(".", 1)[0] for k, _, _ in report.mismatched} == {
+        "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred",
+        "roi_heads.mask_predictor.mask_fcn_logits"}
+    assert not report.missing and not report.unexpected and len(report.mismatched) == 6 and report.loaded
+
+
+def test_weights_partial_allows_a_load_by_name(files):
+    from detection.weights import load_detector_weights
+
+    report = load_detector_weights(_detector(files, mask="false"), files["det"],
+                                   partial=["roi_heads.mask_head", "roi_heads.mask_predictor"])
+    assert len(report.unexpected) == 8 and report.complete
+    with pytest.raises(Exception, match="model.weights do not fit"):  # evaluation: no fine-tuning misfit
+        load_detector_weights(_detector(files, num_classes=2), files["det"], allow_mismatch=False)
