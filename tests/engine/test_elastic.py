@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import pytest
 import torch
@@ -34,27 +35,33 @@ def torchrun_args(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--monitor-interval=0.2", *args]
 
 
-def session_processes(sid):
-    """Pids of live processes in session ``sid`` (each torchrun starts its own: its workers and their
-    loader workers are there; anything left after the agent exits is an orphan)."""
-    found = []
-    for stat in glob.glob("/proc/[0-9]*/stat"):
+def tagged_processes(tag):
+    """Pids of live processes whose environment holds ELASTIC_TEST_TAG=tag: the agents, their workers
+    (torchrun starts each in a session of its own) and the workers' loader workers all inherit it, so
+    whatever is left of them after the agents exit is an orphan."""
+    found, mark = [], f"ELASTIC_TEST_TAG={tag}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
         try:
-            with open(stat) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.split("/")[2]))
+        if mark in environ and state != "Z":
+            found.append(int(pid))
     return found
 
 
 class Agents:
-    """torchrun agents started together, each in a session of its own; ``wait`` returns their
-    (returncode, output) and the wall time; every process of their sessions is killed at the end."""
+    """torchrun agents started together; ``wait`` returns their (returncode, output) and the wall
+    time; ``close`` kills every process they left (found by an environment tag)."""
 
     def __init__(self, commands, env=None):
-        env = {**tool_env(), "PYTHONPATH": ROOT, **(env or {})}
+        self.tag = uuid.uuid4().hex
+        env = {**tool_env(), "PYTHONPATH": ROOT, "ELASTIC_TEST_TAG": self.tag, **(env or {})}
         self.procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        env=env, start_new_session=True) for c in commands]
         self.start = time.monotonic()
@@ -67,16 +74,21 @@ class Agents:
         return outputs, time.monotonic() - self.start
 
     def orphans(self):
-        time.sleep(0.5)  # a worker the agent signalled last may still be exiting
-        return [pid for p in self.procs for pid in session_processes(p.pid)]
+        deadline = time.monotonic() + 2.0  # a worker the agent signalled last may still be exiting
+        while tagged_processes(self.tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return tagged_processes(self.tag)
 
     def close(self):
         for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            if p.poll() is None:
+                p.kill()
             p.wait()
+        for pid in tagged_processes(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def run_agents(commands, timeout, env=None):
@@ -91,7 +103,8 @@ def run_agents(commands, timeout, env=None):
 def one_node(config, *args, env=None, timeout=120):
     command = torchrun_args("--nproc-per-node=2", "--rdzv-backend=c10d",
                             f"--rdzv-endpoint=127.0.0.1:{free_port()}", *args, TASK, "--config", config)
-    (rc, out), = run_agents([command], timeout, env)[0]
+    ((rc, out),), _, orphans = run_agents([command], timeout, env)
+    assert not orphans, f"left running: {orphans}"
     return rc, out
 
 
@@ -155,7 +168,9 @@ def test_two_nodes_equal_one_node(tmp_path, reference):
 
 def test_lost_peer_ends_the_job_with_the_rank_named(tmp_path):
     # restarts off: global rank 1 (on either node) dies after the first checkpoint, without a barrier
-    config = write_config(tmp_path, "run", **{**RUN, "dist": {"backend": "gloo", "timeout": 3.0}})
+    # a loader worker per rank: it must not outlive its rank
+    config = write_config(tmp_path, "run", **{**RUN, "dist": {"backend": "gloo", "timeout": 3.0},
+                                              "data": {"num_workers": 1}})
     outputs, seconds, orphans = two_nodes(config, "--max-restarts=0",
                                           env={"ELASTIC_KILL": "6:1", "ELASTIC_KILL_ONLY": "1"})
     assert all(rc != 0 for rc, _ in outputs)
