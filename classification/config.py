@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from backbones.config import BackboneConfig
-from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
 
 __all__ = ["ClsConfig", "ClsModelConfig", "ClsDataConfig", "ClsDatasetConfig", "SyntheticShapesConfig",
            "ClsTestConfig", "RECIPES"]
@@ -67,7 +67,7 @@ class ClsModelConfig:
 class ClsDataConfig:
     train: List[ClsDatasetConfig] = field(default_factory=list)
     val: List[ClsDatasetConfig] = field(default_factory=list)
-    num_workers: int = 4
+    num_workers: Workers = "auto"  # int, or auto: engine.hardware.choose_num_workers
     skip_bad: bool = False  # skip (and count) unreadable images instead of stopping with their name
     recipe: str = "paper"  # paper | modern | cifar | shapes
     crop_size: int = 224  # training crop and evaluation centre crop
@@ -83,6 +83,7 @@ class ClsDataConfig:
     label_smoothing: float = 0.0
 
     def validate(self, prefix: str = "") -> None:
+        check_workers(prefix + "num_workers", self.num_workers)
         choice(prefix + "recipe", self.recipe, list(RECIPES))
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"{prefix}scale_range: expected [min, max] shorter sides, got {self.scale_range}")

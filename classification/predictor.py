@@ -13,6 +13,7 @@ from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_i
 from backbones.weights import load_weights
 from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import load_config
+from engine.hardware import autocast, choose_precision
 from engine.image_io import check_rgb_images
 
 from .config import ClsConfig
@@ -55,7 +56,7 @@ class ClassificationPredictor:
     """
 
     def __init__(self, config: Union[str, ClsConfig, None], weights: str, device: Optional[str] = None,
-                 topk: int = 5, overrides: Sequence[str] = ()):
+                 topk: int = 5, overrides: Sequence[str] = (), precision: Optional[str] = None):
         ckpt = read_checkpoint(weights)
         meta = checkpoint_meta(ckpt)
         if checkpoint_kind(ckpt) != KIND_CLASSIFICATION or not isinstance(ckpt.get("model"), dict):
@@ -83,6 +84,7 @@ class ClassificationPredictor:
                              f"{self.load_report.missing[:3]}, unexpected {self.load_report.unexpected[:3]}")
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = choose_precision(precision or cfg.solver.amp, self.device)  # auto | off | bf16 | fp16 (engine.hardware)
         self.model = model.to(self.device).eval()
         self.transform = build_eval_transform(cfg.data)
 
@@ -96,7 +98,8 @@ class ClassificationPredictor:
         if not images:
             return []
         views = [self.transform(image) for image in images]
-        logits = center_scores(self.model, torch.stack(views).to(self.device), self.normalize)
+        with autocast(self.device, self.precision):
+            logits = center_scores(self.model, torch.stack(views).to(self.device), self.normalize)
         probs, labels = logits.float().softmax(dim=1).topk(self.topk, dim=1)
         probs, labels = probs.cpu().numpy(), labels.cpu().numpy()
         return [{"labels": labels[i].astype(np.int64), "scores": probs[i].astype(np.float32),

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Union
 
 from backbones.config import BackboneConfig
-from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
 
 
 @dataclass
@@ -92,7 +92,7 @@ class CocoDatasetConfig:
 class DetDataConfig:
     train: List[CocoDatasetConfig] = field(default_factory=list)
     val: List[CocoDatasetConfig] = field(default_factory=list)
-    num_workers: int = 2
+    num_workers: Workers = "auto"  # int, or auto: engine.hardware.choose_num_workers
     keep_empty: bool = False  # keep training images without annotations
     skip_bad: bool = False  # skip (and count) unreadable images instead of stopping
     # Share of a training or validation json's annotations that may be unusable (null or empty boxes,
@@ -103,6 +103,7 @@ class DetDataConfig:
     keep_unused_categories: bool = False
 
     def validate(self, prefix: str = "") -> None:
+        check_workers(prefix + "num_workers", self.num_workers)
         if not 0.0 <= self.max_dropped_fraction <= 1.0:
             raise ConfigError(f"{prefix}max_dropped_fraction: must be between 0 and 1, got {self.max_dropped_fraction}")
         for split in ("train", "val"):

@@ -9,6 +9,7 @@ import torch
 
 from engine.checkpoint import read_checkpoint
 from engine.config import load_config
+from engine.hardware import autocast, choose_precision, describe_device
 
 from .build import build_detector
 from .config import DetConfig
@@ -27,10 +28,12 @@ class Predictor:
     ``checkpoint`` is the weights file already read (:func:`engine.checkpoint.read_checkpoint`), if it
     was. ``fast=True`` folds frozen batch norms into the convolutions and runs the backbone channels-last
     (``backbones.prepare_for_inference``); outputs stay within float tolerance of the plain model.
+    ``precision``: auto | off | bf16 | fp16, default the config's ``solver.amp`` (auto: bf16 where the
+    device computes it natively, else fp32; engine.hardware); ``self.precision`` says what and why.
     """
 
     def __init__(self, config: Union[str, DetConfig], weights: str, device: Optional[str] = None,
-                 fast: bool = True, overrides=(), checkpoint: Optional[dict] = None):
+                 fast: bool = True, overrides=(), checkpoint: Optional[dict] = None, precision: Optional[str] = None):
         cfg = load_config(DetConfig, config, overrides) if isinstance(config, str) else copy.deepcopy(config)
         cfg.model.weights = weights
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone too
@@ -38,6 +41,8 @@ class Predictor:
         task = DetectionTask(cfg, training=False, checkpoint=ckpt)
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = choose_precision(precision or cfg.solver.amp, self.device)
+        self.device_words = describe_device(self.device)
         model = build_detector(cfg.model, cfg.input)
         self.load_report = load_detector_weights(model, weights, allow_mismatch=False, checkpoint=ckpt)
         model.eval()
@@ -64,7 +69,8 @@ class Predictor:
                 raise ValueError(f"image {i}: expected an RGB uint8 array H x W x 3, got "
                                  f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
             tensors.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(self.device))
-        outputs = self.model(tensors)
+        with autocast(self.device, self.precision):
+            outputs = self.model(tensors)
         results = []
         for out in outputs:
             labels = out["labels"].cpu().numpy()
@@ -72,7 +78,7 @@ class Predictor:
                       "scores": out["scores"].float().cpu().numpy(),
                       "category_ids": self._label_to_id[labels]}
             if "masks" in out:
-                result["masks"] = (out["masks"][:, 0] >= 0.5).cpu().numpy()
+                result["masks"] = (out["masks"][:, 0].float() >= 0.5).cpu().numpy()
             results.append(result)
         return results
 

@@ -61,18 +61,25 @@ class SolverConfig:
     plateau_threshold: float = 1e-3
     checkpoint_period: int = 1000
     keep_checkpoints: int = 3
-    amp: str = "off"  # off | fp16 (CUDA, grad scaler) | bf16 (CPU and CUDA autocast)
+    # auto: engine.hardware picks bf16 where the device computes it natively (GPUs of compute
+    # capability 8.0+, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 elsewhere.
+    # off | fp16 (CUDA, grad scaler) | bf16 force a precision.
+    amp: str = "auto"
     clip_grad: float = 0.0  # max global grad norm; 0 disables
     ema: bool = False
     ema_decay: float = 0.9998
-    channels_last: bool = False
+    channels_last: Union[bool, str] = "auto"  # auto (engine.hardware.choose_channels_last) | true | false
     compile: bool = False
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "optimizer", self.optimizer, ["SGD", "AdamW"])
         choice(prefix + "lr_schedule", self.lr_schedule,
                ["step", "multistep", "cosine", "poly", "plateau", "constant"])
-        choice(prefix + "amp", self.amp, ["off", "fp16", "bf16"])
+        choice(prefix + "amp", self.amp, ["auto", "off", "fp16", "bf16"])
+        if isinstance(self.channels_last, str):
+            choice(prefix + "channels_last", self.channels_last, ["auto", "true", "false"])
+            if self.channels_last != "auto":
+                self.channels_last = self.channels_last == "true"
         for name in ("ims_per_batch", "accumulate", "max_iter", "checkpoint_period", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{prefix}{name}: must be at least 1, got {getattr(self, name)}")
@@ -80,6 +87,20 @@ class SolverConfig:
             raise ConfigError(f"{prefix}steps: the step schedule takes one period, e.g. steps: [30000]")
         if list(self.steps) != sorted(self.steps):
             raise ConfigError(f"{prefix}steps: milestones must increase, got {self.steps}")
+
+
+# ``data.num_workers`` of every task: an int, or "auto" (engine.hardware.choose_num_workers: loader
+# workers and compute threads together never oversubscribe the cores).
+Workers = Union[int, str]
+
+
+def check_workers(key: str, value) -> None:
+    """For the data configs' ``validate()``: ``value`` is "auto" or an int >= 0."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"{key}: '{value}' is not a valid value (an integer >= 0 or auto)")
+    elif value < 0:
+        raise ConfigError(f"{key}: must be at least 0 or auto, got {value}")
 
 
 @dataclass

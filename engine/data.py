@@ -155,7 +155,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate_fn: Callable[[list], Any],
-                       num_workers: int, pin_memory: Optional[bool] = None, seed: int = 0,
+                       num_workers: Union[int, str], pin_memory: Optional[bool] = None, seed: int = 0,
                        prefetch_factor: int = 2) -> DataLoader:
     """A DataLoader over :class:`TrainBatchSampler`'s micro-batches; each item is ``(batch, skipped)``.
 
@@ -165,6 +165,9 @@ def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate
     import torch
     from torch.utils.data import DataLoader
 
+    from .hardware import resolve_num_workers  # "auto" -> an int for this machine
+
+    num_workers = resolve_num_workers(num_workers)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     kwargs = {}
@@ -176,14 +179,16 @@ def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate
 
 
 def build_inference_loader(dataset: "Dataset", batch_size: int, collate_fn: Callable[[list], Any],
-                           num_workers: int = 0, pin_memory: Optional[bool] = None) -> "DataLoader":
+                           num_workers: Union[int, str] = 0, pin_memory: Optional[bool] = None) -> "DataLoader":
     """This rank's shard of ``dataset`` (``InferenceSampler``) in batches of ``batch_size``; dataset
     items are plain indices. Gather the per-rank outputs with ``engine.sampler.gather_in_order``."""
     import torch
     from torch.utils.data import DataLoader
 
+    from .hardware import resolve_num_workers  # "auto" -> an int for this machine
     from .sampler import InferenceSampler
 
+    num_workers = resolve_num_workers(num_workers)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),

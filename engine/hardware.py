@@ -21,14 +21,21 @@ for a plain AVX2 one (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
 
+from . import threads as _threads  # noqa: F401  OMP_WAIT_POLICY, for library users who import us first
+
 __all__ = ["Precision", "cpu_capability", "cpu_native_bf16", "choose_precision", "choose_channels_last",
-           "usable_cores", "choose_num_workers", "apply_thread_policy", "describe_device"]
+           "usable_cores", "choose_num_workers", "resolve_num_workers", "apply_thread_policy",
+           "describe_device", "HardwarePlan", "plan_run", "autocast"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,15 @@ def choose_num_workers(setting, cores: int, device: torch.device) -> int:
     return min(8, cores // 4)
 
 
+def resolve_num_workers(setting, device: Optional[torch.device] = None) -> int:
+    """``data.num_workers`` as an int, for this process (what every loader of a run uses)."""
+    if setting != "auto":
+        return int(setting)
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return choose_num_workers(setting, usable_cores(), device)
+
+
 def apply_thread_policy(num_workers: int, cores: Optional[int] = None) -> tuple:
     """Set torch's intra-op threads; returns ``(threads, reason)``. ``OMP_NUM_THREADS`` wins."""
     user = os.environ.get("OMP_NUM_THREADS")
@@ -147,3 +163,64 @@ def apply_thread_policy(num_workers: int, cores: Optional[int] = None) -> tuple:
         reason = f"{cores} usable cores - {num_workers} loader workers"
     torch.set_num_threads(threads)
     return threads, reason
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    """What a run chose for this machine, with the reasons; printed at start and written to
+    ``output_dir/hardware.json`` (:meth:`as_dict`)."""
+    device: str  # describe_device: the GPU's name or the CPU capability
+    precision: Precision
+    channels_last: bool
+    layout_reason: str
+    num_workers: int
+    workers_reason: str
+    threads: int
+    threads_reason: str
+
+    def lines(self) -> list:
+        layout = "channels-last" if self.channels_last else "default (NCHW)"
+        return [f"device: {self.device}",
+                f"precision: {self.precision.name} ({self.precision.reason})",
+                f"memory layout: {layout} ({self.layout_reason})",
+                f"loader workers: {self.num_workers} ({self.workers_reason}); compute threads: {self.threads} "
+                f"({self.threads_reason}; OMP_WAIT_POLICY={_threads.wait_policy() or 'unset'})"]
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["precision"] = self.precision.name
+        out["precision_reason"] = self.precision.reason
+        out["cpu_capability"] = cpu_capability()
+        out["omp_wait_policy"] = _threads.wait_policy()
+        return out
+
+    def log(self, log: logging.Logger = logger) -> None:
+        for line in self.lines():
+            log.info(line)
+
+
+def plan_run(amp, channels_last, num_workers, device: torch.device, apply_threads: bool = True) -> HardwarePlan:
+    """Every hardware choice of a run (training or inference) from its settings: ``solver.amp``,
+    ``solver.channels_last`` and ``data.num_workers``, each "auto" or a forced value. Sets torch's
+    compute threads unless ``apply_threads`` is False."""
+    precision = choose_precision(amp, device)
+    use_cl, layout_reason = choose_channels_last(channels_last, device, precision)
+    workers = resolve_num_workers(num_workers, device)
+    cores = usable_cores()
+    if num_workers == "auto":
+        workers_reason = f"data.num_workers=auto: {cores} usable cores on the {device.type.upper()}"
+    else:
+        workers_reason = f"data.num_workers={num_workers}"
+    if apply_threads:
+        threads, threads_reason = apply_thread_policy(workers, cores)
+    else:
+        threads, threads_reason = torch.get_num_threads(), "left as they were"
+    return HardwarePlan(describe_device(device), precision, use_cl, layout_reason, workers, workers_reason,
+                        threads, threads_reason)
+
+
+def autocast(device: torch.device, precision: Precision):
+    """``torch.autocast`` for ``precision`` (a no-op context for fp32)."""
+    if precision.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision.dtype)

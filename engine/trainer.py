@@ -44,6 +44,7 @@ from .data import DataError, build_train_loader, move_to_device, seed_everything
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor, restart_count)
 from .ema import ModelEMA
+from .hardware import autocast, plan_run
 from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
 from .jsonio import write_json
 from .logger import MetricsLogger, setup_logging
@@ -93,17 +94,22 @@ class Trainer:
         dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
         self.device = init_distributed(dist_cfg.backend, dist_cfg.timeout)
         setup_logging(cfg.output_dir, get_rank())
+        # precision, memory layout, loader workers and compute threads for this machine (engine.hardware)
+        self.hardware = plan_run(solver.amp, solver.channels_last, cfg.data.num_workers, self.device)
+        self.precision, self.channels_last = self.hardware.precision, self.hardware.channels_last
+        if is_main_process():
+            self.hardware.log(logger)
         self._check_config()
 
         seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up
         model = task.build_model().to(self.device)
-        if solver.channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         mults_fn = getattr(task, "param_lr_mults", None)
         self.optimizer = build_optimizer(model, solver, mults_fn(model) if mults_fn else None)
         self.scheduler = build_lr_scheduler(self.optimizer, solver, self.max_iter)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=solver.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.ema = ModelEMA(model, solver.ema_decay) if solver.ema else None
         self.train_model: nn.Module = model
         if get_world_size() > 1:
@@ -121,7 +127,7 @@ class Trainer:
 
     def _check_config(self) -> None:
         s, t = self.cfg.solver, self.cfg.test
-        if s.amp == "fp16" and self.device.type != "cuda":
+        if self.precision.name == "fp16" and self.device.type != "cuda":
             raise ConfigError("solver.amp: fp16 needs a CUDA GPU (it relies on a grad scaler); "
                               "use bf16 or off on the CPU")
         if s.lr_schedule == "plateau" and t.eval_period <= 0:
@@ -141,13 +147,14 @@ class Trainer:
         rng_states = self._start(resume)
         if is_main_process():
             self._save_run_config()
+            write_json(os.path.join(cfg.output_dir, "hardware.json"), self.hardware.as_dict())
 
         dataset = self.task.train_dataset()
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
                                     group_ids=self.task.group_ids(), start_batch=self.iteration,
                                     accumulate=solver.accumulate)
         interrupt = self._interrupt = GracefulInterrupt().__enter__()  # before the loader forks workers
-        loader = build_train_loader(dataset, sampler, self.task.collate, cfg.data.num_workers, seed=cfg.seed)
+        loader = build_train_loader(dataset, sampler, self.task.collate, self.hardware.num_workers, seed=cfg.seed)
         metrics = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
                                cfg.logging.tensorboard, cfg.logging.progress_bar, enabled=is_main_process())
         batches = iter(loader)
@@ -247,7 +254,6 @@ class Trainer:
         start = time.perf_counter()
         data_time, skipped = 0.0, 0
         sums: Dict[str, torch.Tensor] = {}
-        amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(solver.amp)
         for micro in range(solver.accumulate):
             t = time.perf_counter()
             try:
@@ -256,12 +262,12 @@ class Trainer:
                 raise DataError(user_message(e)) from None
             data_time += time.perf_counter() - t
             skipped += n_skipped
-            batch = move_to_device(batch, self.device, solver.channels_last)
+            batch = move_to_device(batch, self.device, self.channels_last)
             last = micro == solver.accumulate - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.train_model, "no_sync") \
                 else self.train_model.no_sync()
             with sync:
-                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with autocast(self.device, self.precision):
                     losses = self.task.training_step(self.train_model, batch)
                 if not losses:
                     raise ValueError("training_step returned no loss terms")
@@ -345,7 +351,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device, self.precision):
                 results = self.task.evaluate(model)
         finally:
             model.train(was_training)
@@ -393,6 +399,7 @@ class Trainer:
         if is_main_process():
             os.makedirs(self.cfg.output_dir, exist_ok=True)
             write_json(os.path.join(self.cfg.output_dir, "results_eval.json"), results)
+            write_json(os.path.join(self.cfg.output_dir, "hardware.json"), self.hardware.as_dict())
         return results
 
     # ------------------------------------------------------------------------------- checkpoints

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from backbones.config import BackboneConfig
-from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, choice
+from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
 
 HEADS = ("fcn", "deeplabv3", "semantic_fpn")
 HEAD_NORMS = ("BN", "SyncBN", "GN")
@@ -98,7 +98,7 @@ class SegDataConfig:
     train: List[SegDatasetConfig] = field(default_factory=list)
     val: List[SegDatasetConfig] = field(default_factory=list)
     class_names: List[str] = field(default_factory=list)  # folder datasets: names of labels 0..K-1
-    num_workers: int = 4
+    num_workers: Workers = "auto"  # int, or auto: engine.hardware.choose_num_workers
     skip_bad: bool = False  # skip (and count) unreadable training files instead of stopping
     # torchvision drops COCO training images whose kept annotations cover at most 1000 pixels (the
     # json's areas summed); -1 keeps every image.
@@ -110,6 +110,7 @@ class SegDataConfig:
     eval_resize: bool = True  # evaluate at short side base_size (torchvision); False: original size
 
     def validate(self, prefix: str = "") -> None:
+        check_workers(prefix + "num_workers", self.num_workers)
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"{prefix}scale_range: expected [low, high] with 0 < low <= high, got {self.scale_range}")
         if self.base_size < 1 or self.crop_size < 1:

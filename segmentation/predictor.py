@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import checkpoint_meta, read_checkpoint
 from engine.config import load_config
+from engine.hardware import autocast, choose_precision
 
 from .config import SegConfig
 from .models import build_segmentation_model
@@ -29,10 +30,11 @@ class SemanticPredictor:
     """
 
     def __init__(self, config: str, weights: str, device: Optional[str] = None, overrides: Sequence[str] = (),
-                 checkpoint: Optional[dict] = None):
+                 checkpoint: Optional[dict] = None, precision: Optional[str] = None):
         # the backbone file is not needed: the checkpoint holds every weight
         self.cfg = load_config(SegConfig, config, ["model.backbone.weights=null", *overrides])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = choose_precision(precision or self.cfg.solver.amp, self.device)  # auto | off | bf16 | fp16 (engine.hardware)
         model = build_segmentation_model(self.cfg.model)
         ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once
         self.load_report = load_segmentation_weights(model, weights, strict=True, checkpoint=ckpt)
@@ -50,6 +52,7 @@ class SemanticPredictor:
             size = (int(width * scale + 0.5), int(height * scale + 0.5))
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(self.device)
-        logits = self.model(batch)["out"]
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        with autocast(self.device, self.precision):
+            logits = self.model(batch)["out"]
+        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
         return logits.argmax(1)[0].cpu().numpy()

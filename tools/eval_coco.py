@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+import engine.threads  # noqa: F401  the thread policy's OMP_WAIT_POLICY, before torch starts (model mode)
 from detection.evaluation import BACKENDS, evaluate_results_file, format_table
 from engine.cli import fail
 from engine.data import DataError

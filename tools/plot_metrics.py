@@ -8,7 +8,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.launch import run_tool  # noqa: E402
+# Not engine.launch.run_tool: it imports torch (engine.dist), and drawing a curve needs none.
+from engine.cli import fail  # noqa: E402
+from engine.data import DataError  # noqa: E402
 from engine.plotting import plot_metrics  # noqa: E402
 
 
@@ -21,4 +23,9 @@ def main():
 
 
 if __name__ == "__main__":
-    run_tool(main)
+    try:
+        main()
+    except (DataError, FileNotFoundError) as e:
+        fail(str(e), 1)
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror or e}; check the path and its permissions", 1)

@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
 from detection.weights import REMEDY  # noqa: E402
@@ -75,6 +76,7 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
     predictor = SemanticPredictor(args.config, args.weights, device=args.device, overrides=args.overrides,
                                   checkpoint=checkpoint)
     logging.getLogger("predict").info("model weights:\n%s", predictor.load_report)
+    _say_hardware(predictor)
     records = []
     for path in files:
         image = read_image(path)
@@ -88,6 +90,14 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
     with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
         json.dump(records, f)
     print(f"{len(files)} images -> {args.output}")
+
+
+def _say_hardware(predictor) -> None:
+    from engine.hardware import apply_thread_policy, describe_device
+
+    threads, why = apply_thread_policy(num_workers=0)
+    print(f"{describe_device(predictor.device)}; precision {predictor.precision.name} ({predictor.precision.reason}); "
+          f"{threads} threads ({why})", flush=True)
 
 
 def main():
@@ -116,6 +126,7 @@ def main():
     predictor = Predictor(args.config, args.weights, device=args.device,
                           overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
     logging.getLogger("predict").info("detector weights:\n%s", predictor.load_report)
+    _say_hardware(predictor)
     from detection.masks import masks_to_rles
 
     records, empty = [], []

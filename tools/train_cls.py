@@ -9,12 +9,9 @@ Hand the result to detection with ``python tools/transfer.py RUN/model_final.pth
 import os
 import sys
 
-# OpenMP threads that spin while waiting for each other collapse when the cores are shared (measured:
-# ResNet-18 training on 2 cores with other work running fell from 240 to 12 images/s); sleeping
-# waiters cost little when the machine is free. Must be set before torch starts its thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
 
 from classification.config import ClsConfig  # noqa: E402
 from classification.task import ClassificationTask  # noqa: E402

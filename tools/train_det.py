@@ -9,6 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
+
 from detection.config import DetConfig  # noqa: E402
 from detection.task import DetectionTask  # noqa: E402
 from engine.cli import default_argument_parser, parse_config  # noqa: E402

@@ -24,6 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
+
 from backbones.hub import is_weights_name  # noqa: E402
 from backbones.transfer import transfer_weights  # noqa: E402
 from backbones.weights import FORMATS, read_weights  # noqa: E402

@@ -44,7 +44,8 @@ def test_torchvision_fasterrcnn_conversion_reproduces_detections(tmp_path):
     expected = _torchvision_outputs(tv, image)
     assert len(expected["boxes"]) >= 10
 
-    plain = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=False, overrides=SMALL)(image)
+    plain = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=False, overrides=SMALL,
+                      precision="off")(image)  # fp32, as the reference
     # The plain path is torchvision's arithmetic: the same detections in the same order.
     # Label i of torchvision's COCO weights is category id i.
     np.testing.assert_allclose(plain["boxes"], expected["boxes"].numpy(), atol=1e-2, rtol=0)
@@ -54,7 +55,8 @@ def test_torchvision_fasterrcnn_conversion_reproduces_detections(tmp_path):
     # The fast path (folded norms, channels-last) reorders float32 sums: with untrained heads, many
     # proposals tie and a rounding difference can flip an NMS choice, so most, not all, detections
     # are the same; its features equal torchvision's within 1e-4 relative.
-    predictor = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=True, overrides=SMALL)
+    predictor = Predictor(FPN_CONFIG, str(tmp_path / "frcnn.pth"), device="cpu", fast=True, overrides=SMALL,
+                          precision="off")
     fast = predictor(image)
     reference = {k: v.numpy() for k, v in expected.items()}
     assert match_detections(reference, fast) >= 0.9 * len(expected["boxes"])
@@ -80,7 +82,8 @@ def test_torchvision_maskrcnn_conversion_reproduces_masks(tmp_path):
     image = _image(seed=1)
     expected = _torchvision_outputs(tv, image)
     assert len(expected["boxes"]) >= 10
-    ours = Predictor(MASK_CONFIG, str(tmp_path / "mrcnn.pth"), device="cpu", fast=False, overrides=SMALL)(image)
+    ours = Predictor(MASK_CONFIG, str(tmp_path / "mrcnn.pth"), device="cpu", fast=False, overrides=SMALL,
+                      precision="off")(image)  # fp32, as the reference
     assert len(ours["boxes"]) == len(expected["boxes"])
     np.testing.assert_allclose(ours["boxes"], expected["boxes"].numpy(), atol=1e-2, rtol=0)
     np.testing.assert_array_equal(ours["category_ids"], expected["labels"].numpy())

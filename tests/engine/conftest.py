@@ -75,7 +75,9 @@ def restore_torch_state():
     det = torch.are_deterministic_algorithms_enabled()
     bench = torch.backends.cudnn.benchmark
     rng = torch.get_rng_state()
+    threads = torch.get_num_threads()  # the trainer applies the thread policy (engine.hardware)
     yield
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(det)
     torch.backends.cudnn.benchmark = bench
     torch.set_rng_state(rng)

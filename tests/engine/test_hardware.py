@@ -84,3 +84,110 @@ def test_threads_leave_room_for_loader_workers_and_the_user_wins(monkeypatch):
         assert hardware.usable_cores() == max(1, len(os.sched_getaffinity(0)) // 2)
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- the config keys and the wiring
+
+def test_auto_is_the_default_and_explicit_values_still_force():
+    from engine.config import ConfigError, load_config
+    from tiny_task import TinyConfig
+
+    cfg = load_config(TinyConfig, None, [])
+    assert (cfg.solver.amp, cfg.solver.channels_last) == ("auto", "auto")
+    cfg = load_config(TinyConfig, None, ["solver.amp=off", "solver.channels_last=true"])
+    assert (cfg.solver.amp, cfg.solver.channels_last) == ("off", True)
+    assert load_config(TinyConfig, None, ["solver.channels_last=false"]).solver.channels_last is False
+    with pytest.raises(ConfigError, match=r"solver.amp: 'fp8' is not a valid value"):
+        load_config(TinyConfig, None, ["solver.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"solver.channels_last: 'sometimes' is not a valid value"):
+        load_config(TinyConfig, None, ["solver.channels_last=sometimes"])
+
+
+def test_num_workers_takes_auto_or_an_int():
+    from classification.config import ClsConfig
+    from detection.config import DetConfig
+    from engine.config import ConfigError, from_dict
+    from segmentation.config import SegConfig
+
+    for schema in (ClsConfig, DetConfig, SegConfig):
+        data = type(schema().data)
+        assert schema().data.num_workers == "auto"
+        assert from_dict(data, {"num_workers": 3}).num_workers == 3
+        with pytest.raises(ConfigError, match=r"num_workers: 'many' is not a valid value"):
+            from_dict(data, {"num_workers": "many"})
+        with pytest.raises(ConfigError, match=r"num_workers: must be at least 0"):
+            from_dict(data, {"num_workers": -1})
+
+
+def test_every_shipped_config_leaves_precision_layout_and_workers_to_the_hardware():
+    import glob
+
+    from classification.config import ClsConfig
+    from detection.config import DetConfig
+    from engine.config import load_config
+    from segmentation.config import SegConfig
+
+    def _schema_of(path):
+        group, name = path.split(os.sep)[-2:]
+        group = {"shapes_cls.yaml": "classification", "shapes_mask_rcnn.yaml": "detection",
+                 "shapes_semantic.yaml": "segmentation"}.get(name, group)
+        return {"classification": ClsConfig, "detection": DetConfig, "segmentation": SegConfig}[group]
+
+    paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+    assert len(paths) > 10
+    for path in paths:
+        if "_base_" in path:
+            continue
+        cfg = load_config(_schema_of(path), path, ["model.backbone.weights=null"])
+        where = os.path.relpath(path, REPO)
+        assert cfg.solver.amp == "auto", where
+        assert cfg.solver.channels_last == "auto", where
+        assert cfg.data.num_workers == "auto", where
+
+
+@pytest.mark.parametrize("capability,native,expected", [("AVX2", False, "fp32"), ("AVX512", True, "bf16")])
+def test_the_trainer_follows_the_cpu_and_records_its_choice(tmp_path, monkeypatch, restore_torch_state,
+                                                            capability, native, expected):
+    """A run on an AVX2 CPU trains in fp32, on an AVX512-BF16 one in bf16 autocast; the choice and its
+    reason are in log.txt and hardware.json."""
+    import json
+
+    from engine.config import load_config
+    from engine.trainer import Trainer
+    from tiny_task import TinyConfig, TinyTask
+
+    _pretend_cpu(monkeypatch, capability, avx512_bf16=native)
+    seen = []
+
+    class Probe(TinyTask):
+        def training_step(self, model, batch):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return super().training_step(model, batch)
+
+    out = tmp_path / "run"
+    cfg = load_config(TinyConfig, None, [f"output_dir={out}", "solver.max_iter=2", "solver.checkpoint_period=2"])
+    Trainer(cfg, Probe(cfg)).train()
+    assert seen == [{"fp32": None, "bf16": torch.bfloat16}[expected]] * 2
+    record = json.loads((out / "hardware.json").read_text())
+    assert record["precision"] == expected and record["cpu_capability"] == capability
+    assert record["channels_last"] is False and record["num_workers"] == 0
+    log = (out / "log.txt").read_text()
+    reason = {"fp32": "precision: fp32 (CPU capability AVX2: no native bf16 -> fp32)",
+              "bf16": "precision: bf16 (CPU capability AVX512 with native bf16 -> bf16)"}[expected]
+    assert reason in log and "memory layout: default (NCHW)" in log
+
+
+def test_every_tool_sets_the_wait_policy_before_torch():
+    """The tools that run torch import engine.threads first; engine.threads keeps a user's value."""
+    for tool in ("train_cls", "train_det", "train_seg", "predict", "eval_coco", "transfer"):
+        text = open(os.path.join(REPO, "tools", tool + ".py"), encoding="utf-8").read()
+        assert "import engine.threads" in text, tool
+        assert text.index("import engine.threads") < min(
+            (text.index(m) for m in ("\nimport torch", "\nfrom detection", "\nfrom backbones", "\nfrom classification",
+                                     "\nfrom segmentation", "\nfrom engine.") if m in text)), tool
+    code = "import os, engine.threads; print(os.environ['OMP_WAIT_POLICY'])"
+    for env, expected in (({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**environ, **env},
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == expected, out.stderr
