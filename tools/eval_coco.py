@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", metavar="R.json", help="results file (the format COCO.loadRes reads)")
     parser.add_argument("--iou-type", default="bbox", choices=["bbox", "segm"])
     parser.add_argument("--output", metavar="OUT.json", help="metrics file (default: results.json beside R.json)")
-    parser.add_argument("--backend", default="faster_coco_eval", choices=list(BACKENDS))
+    parser.add_argument("--backend", default="faster_coco_eval", choices=[*BACKENDS, "onnxruntime"],
+                        help="COCO evaluation backend; onnxruntime: run --weights, a .onnx of tools/export.py, on "
+                             "ONNX Runtime (COCO numbers by faster_coco_eval)")
     parser.add_argument("--config", metavar="C.yaml", help="model mode: a detection config")
     parser.add_argument("--weights", metavar="W.pth", help="model mode: a detection checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="model mode: config overrides")
@@ -47,7 +49,20 @@ def evaluate_model(args) -> dict:
 
     overrides = ["model.backbone.weights=null", f"model.weights={args.weights}",
                  f"test.backend={args.backend}", *args.overrides]
+    onnx = args.backend == "onnxruntime" or args.weights.endswith(".onnx")
+    if onnx:
+        overrides[2] = "test.backend=faster_coco_eval"
     cfg = parse_config(DetConfig, args.config, overrides)
+    if onnx:  # the exported graph on ONNX Runtime, through the task's own evaluation (detection/export.py)
+        from detection.export import OnnxPredictor
+        from engine.jsonio import write_json
+
+        runtime = OnnxPredictor(args.weights)
+        task = DetectionTask(cfg, training=False, checkpoint={"model": {}, "meta": runtime.label_space()})
+        metrics = task.evaluate(runtime.as_model())
+        write_json(args.output or os.path.join(cfg.output_dir, "results_eval.json"), metrics)
+        print(format_table(metrics), end="")
+        return metrics
     # Read once, before any work: a file that is no detection checkpoint stops here, in one line.
     task = DetectionTask(cfg, training=False, checkpoint=read_checkpoint(args.weights, REMEDY))
     metrics = Trainer(cfg, task).evaluate_only(args.weights)

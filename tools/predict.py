@@ -110,23 +110,32 @@ def main():
     parser.add_argument("--score-thresh", type=float, default=0.5,
                         help="drawn boxes only (predictions.json keeps every detection)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--backend", default="eager", choices=["eager", "onnxruntime"],
+                        help="onnxruntime: --weights is a detector .onnx of tools/export.py (implied by .onnx)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args()
 
     files = list_images(args.input)
     os.makedirs(args.output, exist_ok=True)
     setup_logging(args.output)  # the INFO log (the weights' load report) on the console and in OUT/log.txt
-    checkpoint = read_checkpoint(args.weights, REMEDY)  # once: the kind decides, the predictor loads it
-    kind = checkpoint_kind(checkpoint)
+    onnx = args.backend == "onnxruntime" or args.weights.endswith(".onnx")  # detection/export.py
+    checkpoint = {} if onnx else read_checkpoint(args.weights, REMEDY)  # once: the kind decides, the predictor loads it
+    kind = KIND_DETECTION if onnx else checkpoint_kind(checkpoint)
     if kind == KIND_SEMANTIC_SEGMENTATION:
         return predict_semantic(args, files, checkpoint)
     if kind not in (KIND_DETECTION, None):  # None: an older or bare detector state dict, tried as one
         raise DataError(f"--weights {args.weights}: a {kind} checkpoint; predict.py runs detection and semantic "
                         "segmentation checkpoints (classification: tools/train_cls.py --eval-only)")
-    predictor = Predictor(args.config, args.weights, device=args.device,
-                          overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
-    logging.getLogger("predict").info("detector weights:\n%s", predictor.load_report)
-    _say_hardware(predictor)
+    if onnx:
+        from detection.export import OnnxPredictor
+
+        predictor = OnnxPredictor(args.weights)
+        print(predictor.describe(), flush=True)
+    else:
+        predictor = Predictor(args.config, args.weights, device=args.device,
+                              overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
+        logging.getLogger("predict").info("detector weights:\n%s", predictor.load_report)
+        _say_hardware(predictor)
     from detection.masks import masks_to_rles
 
     records, empty = [], []
