@@ -17,8 +17,15 @@ import sys
 
 import engine.threads  # noqa: F401  the thread policy's OMP_WAIT_POLICY, before torch starts (model mode)
 from detection.evaluation import BACKENDS, evaluate_results_file, format_table
-from engine.cli import fail
 from engine.data import DataError
+
+
+
+def fail(message: str, code: int = 2):
+    # engine.cli.fail, imported only on this path: engine.cli loads OmegaConf and the logger (~0.2 s),
+    # which the results-file mode does not need (benchmarks/eval_startup.py)
+    from engine.cli import fail as cli_fail
+    cli_fail(message, code)
 
 
 def build_parser() -> argparse.ArgumentParser:
