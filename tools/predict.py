@@ -55,12 +55,12 @@ def list_images(paths) -> list:
     return files
 
 
-def _say_empty(empty: list, files: list, threshold: float) -> None:
+def _say_empty(empty: list, files: list, threshold: float, model_threshold: float) -> None:
     """One line for the images where no detection reaches the drawing threshold, with their top scores."""
     if not empty:
         return
-    shown = ", ".join(f"{name} {'(no detection)' if top is None else f'(top score {top:.3f})'}"
-                      for name, top in empty[:5])
+    none = f"(no detection: none scored >= model.roi_heads.score_thresh {model_threshold})"
+    shown = ", ".join(f"{name} {none if top is None else f'(top score {top:.3f})'}" for name, top in empty[:5])
     more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
     print(f"{len(empty)} of {len(files)} images have no detection with score >= --score-thresh {threshold}: "
           f"{shown}{more}", flush=True)
@@ -156,7 +156,7 @@ def main():
         write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
     with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
         json.dump(records, f)
-    _say_empty(empty, files, args.score_thresh)
+    _say_empty(empty, files, args.score_thresh, predictor.cfg.model.roi_heads.score_thresh)
     print(f"{len(files)} images, {len(records)} detections -> {args.output}")
 
 
