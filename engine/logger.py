@@ -149,7 +149,7 @@ def primary_numbers(results: dict) -> str:
         keys = [k for k in PRIMARY_KEYS if k in dict(top)] or [k for k, _ in top[:3]]
         parts.append(", ".join(f"{k} {_fmt(dict(top)[k])}" for k in keys))
     for name, section in results.items():
-        if not isinstance(section, dict):
+        if not isinstance(section, dict) or "per_" in name:  # per-category tables: results.json has them
             continue
         numbers = {k: v for k, v in section.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         keys = [k for k in PRIMARY_KEYS if k in numbers] or list(numbers)[:3]

@@ -24,6 +24,21 @@ def read_metrics(path: str) -> Tuple[List[dict], List[dict]]:
     return train, evals
 
 
+def eval_curves(evals: List[dict], max_curves: int = 8) -> Dict[str, List[Tuple[int, float]]]:
+    """``{"bbox/AP": [(iter, value), ...], ...}``: every task's primary numbers (bbox and segm AP /
+    AP50 / AP75, mIoU, top-1 ...: engine.logger.PRIMARY_KEYS), then other numbers up to
+    ``max_curves``; per-category and per-class tables are left out (too many lines to read)."""
+    curves: Dict[str, List[Tuple[int, float]]] = {}
+    for r in evals:
+        flat = {k: v for k, v in _flatten(r["eval"]).items() if "per_" not in k}
+        primary = [k for k in flat if k.rsplit("/", 1)[-1] in PRIMARY_KEYS]
+        for k in primary + [k for k in flat if k not in primary]:
+            if k not in curves and k not in primary and len(curves) >= max_curves:
+                continue
+            curves.setdefault(k, []).append((r["iter"], flat[k]))
+    return curves
+
+
 def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int = 8) -> str:
     """Draw ``run_dir/metrics.jsonl`` to a PNG (default ``run_dir/metrics.png``); returns its path.
 
@@ -46,14 +61,7 @@ def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int =
         for k, v in r.items():
             if k not in _NOT_LOSSES and isinstance(v, (int, float)):
                 losses.setdefault(k, []).append((r["iter"], v))
-    curves: Dict[str, List[Tuple[int, float]]] = {}
-    for r in evals:
-        flat = {k: v for k, v in _flatten(r["eval"]).items() if "per_" not in k}
-        primary = [k for k in flat if k.rsplit("/", 1)[-1] in PRIMARY_KEYS]
-        for k in primary + [k for k in flat if k not in primary]:
-            if k not in curves and k not in primary and len(curves) >= max_eval_curves:
-                continue
-            curves.setdefault(k, []).append((r["iter"], flat[k]))
+    curves = eval_curves(evals, max_eval_curves)
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, points in losses.items():

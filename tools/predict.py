@@ -11,7 +11,6 @@ overlay in the class palette; predictions.json lists the pixel count of each cla
 """
 import argparse
 import glob
-import json
 import logging
 import os
 import sys
@@ -27,6 +26,7 @@ from engine.data import DataError  # noqa: E402
 from engine.image_io import read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 from engine.logger import setup_logging  # noqa: E402
+from engine.jsonio import write_json  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -87,8 +87,7 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
         counts = np.bincount(labels.reshape(-1), minlength=len(predictor.class_names))
         records.append({"file_name": os.path.basename(path),
                         "pixels": {predictor.class_names[i]: int(c) for i, c in enumerate(counts) if c}})
-    with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
-        json.dump(records, f)
+    write_json(os.path.join(args.output, "predictions.json"), records, indent=None)  # strict JSON (NaN -> null)
     print(f"{len(files)} images -> {args.output}")
 
 
@@ -154,8 +153,7 @@ def main():
             empty.append((os.path.basename(path), float(pred["scores"].max()) if len(pred["scores"]) else None))
         drawn = draw_detections(image, pred, predictor.category_names, args.score_thresh)
         write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
-    with open(os.path.join(args.output, "predictions.json"), "w", encoding="utf-8") as f:
-        json.dump(records, f)
+    write_json(os.path.join(args.output, "predictions.json"), records, indent=None)  # strict JSON (NaN -> null)
     _say_empty(empty, files, args.score_thresh, predictor.cfg.model.roi_heads.score_thresh)
     print(f"{len(files)} images, {len(records)} detections -> {args.output}")
 

@@ -94,3 +94,21 @@ def test_configs_that_cannot_run(tmp_path, restore_torch_state):
         trainer_for(tmp_path, solver={"lr_schedule": "plateau"})
     with pytest.raises(ValueError, match="ims_per_batch=8 must be divisible"):
         trainer_for(tmp_path, solver={"accumulate": 3})
+
+
+def test_evaluation_line_and_curves_show_every_tasks_primary_numbers():
+    """Mask R-CNN's segm numbers came after bbox's twelve and per-category ones: the line cut them."""
+    from engine.logger import primary_numbers
+    from engine.plotting import eval_curves
+
+    coco = {k: 10.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")}
+    results = {"bbox": dict(coco, AP=41.25), "bbox_per_category": {"circle": 40.0},
+               "segm": dict(coco, AP=37.5, APl=float("nan")), "segm_per_category": {"circle": 30.0}}
+    line = primary_numbers(results)
+    assert line == "bbox AP 41.25, AP50 10.00, AP75 10.00; segm AP 37.50, AP50 10.00, AP75 10.00"
+    assert primary_numbers({"sem_seg": {"mIoU": 80.1, "pixel_accuracy": 95.0, "per_class_IoU": {"a": 1.0}}}) == \
+        "sem_seg mIoU 80.10, pixel_accuracy 95.00"
+    assert primary_numbers({"top1": 98.5, "top5": 100.0, "num_images": 100}) == "top1 98.50, top5 100.00"
+    curves = eval_curves([{"iter": 5, "eval": results}, {"iter": 10, "eval": results}], max_curves=2)
+    assert {"bbox/AP", "bbox/AP50", "bbox/AP75", "segm/AP", "segm/AP50", "segm/AP75"} <= set(curves)
+    assert curves["segm/AP"] == [(5, 37.5), (10, 37.5)] and not any("per_" in k for k in curves)
