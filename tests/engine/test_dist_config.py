@@ -55,5 +55,7 @@ def test_peer_failure_is_recognised_only_in_a_process_group(monkeypatch):
     assert not rdist.is_peer_failure(error)  # no process group: not a peer's fault
     monkeypatch.setattr(rdist, "is_dist", lambda: True)
     assert rdist.is_peer_failure(error)
+    assert rdist.is_peer_failure(rdist.dist.DistNetworkError("Failed to recv, got 0 bytes"))
     assert not rdist.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not rdist.is_peer_failure(RuntimeError("DataLoader timed out after 5 seconds"))
     assert not rdist.is_peer_failure(ValueError("gloo"))
