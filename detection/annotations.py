@@ -202,8 +202,13 @@ def _clean_segmentation(segm, img: dict, where: str, report: CleanedCoco):
     if isinstance(segm, dict):
         if rle_is_valid(segm, img["height"], img["width"]):
             return segm, False
-        report.add("bad_rle", f"{where}: RLE of size {segm.get('size')!r} does not cover the "
-                              f"{img['height']}x{img['width']} (h x w) image")
+        size = segm.get("size")
+        if isinstance(size, list) and size == [img["height"], img["width"]]:
+            report.add("bad_rle", f"{where}: RLE run lengths (counts) do not add up to its {size[0]}x{size[1]} "
+                                  "(h x w) size: the mask is corrupt")
+        else:
+            report.add("bad_rle", f"{where}: RLE of size {size!r}, but the image is {img['height']}x{img['width']} "
+                                  "(h x w)")
         return [], True
     report.add("bad_polygon", f"{where}: a {type(segm).__name__} is no segmentation")
     return [], True
