@@ -18,6 +18,8 @@ from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List
 
+import numpy as np
+
 from engine.data import DataError
 
 from .annotations import DEFAULT_MAX_DROPPED_FRACTION, DROPPED, NOTED, REPAIRED, clean_coco
@@ -43,9 +45,11 @@ PROBLEMS = OrderedDict(
        ("annotation_id_zero", ("warning", "annotation id 0 (evaluation renumbers ids: COCOeval cannot match id 0)")),
        ("bbox_clipped", ("warning", NOTED["bbox_clipped"])),
        ("empty_segmentation", ("note", NOTED["empty_segmentation"])),
-       ("crowd", ("note", "crowd regions (iscrowd 1): not training targets, ignored regions in evaluation"))])
+       ("crowd", ("note", "crowd regions (iscrowd 1): not training targets, ignored regions in evaluation")),
+       ("area_not_polygon_area", ("note", "annotations whose area differs from their polygons' area by more than "
+                                          "10% (COCO's small/medium/large ranges use area, for masks too)"))])
 # Codes summarised in one line, without examples (a box-only export has one per annotation).
-ONE_LINE = ("empty_segmentation", "crowd")
+ONE_LINE = ("empty_segmentation", "crowd", "area_not_polygon_area")
 SEVERITIES = ("error", "dropped", "repaired", "warning", "note")
 
 
@@ -171,6 +175,17 @@ def _check_extras(data: dict, report: DatasetReport) -> None:
     crowd = sum(1 for ann in data["annotations"] if ann.get("iscrowd", 0))
     if crowd:
         report.add("crowd", "", crowd)
+    differs = 0
+    for ann in data["annotations"]:
+        segm = ann.get("segmentation")
+        if isinstance(segm, list) and segm and not ann.get("iscrowd", 0):
+            # the shoelace area of the (validated) polygons: no rasterising, so it stays cheap on COCO
+            area = sum(abs(float(np.dot(p[0::2], np.roll(p[1::2], 1)) - np.dot(p[1::2], np.roll(p[0::2], 1)))) / 2
+                       for p in (np.asarray(q, dtype=np.float64) for q in segm))
+            if area > 0 and abs(ann["area"] - area) > 0.1 * area:
+                differs += 1
+    if differs:
+        report.add("area_not_polygon_area", "", differs)
 
 
 def check_dataset(json_path: str, images_dir: str, max_examples: int = 5, num_threads: int = 8,

@@ -155,3 +155,11 @@ def test_category_names_shared_by_two_ids(tmp_path):
     report = check_dataset(write_json(data, str(tmp_path / "ann.json")), str(tmp_path / "images"))
     assert dict(report.counts) == {"duplicate_category_name": 1, "unused_category": 1} and not report.has_errors
     assert report.examples["duplicate_category_name"] == ["'thing': category ids [5, 0]"]
+
+
+def test_area_unlike_the_polygon_is_noted(tmp_path):
+    data = clean_dataset(str(tmp_path))
+    data["annotations"][0]["area"] = 100  # its polygon covers 10 x 8 = 80 (an export that writes the box area)
+    data["annotations"][1]["area"] = 85  # within 10%
+    report = check_dataset(write_json(data, str(tmp_path / "ann.json")), str(tmp_path / "images"))
+    assert dict(report.counts) == {"area_not_polygon_area": 1} and not report.has_errors
