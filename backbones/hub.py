@@ -32,7 +32,7 @@ from typing import List, NamedTuple, Optional
 from engine.data import DataError
 
 __all__ = ["WEIGHTS_PREFIXES", "is_weights_name", "check_weights_name", "resolve_weights", "cache_dir",
-           "downloads_allowed", "locate", "Located"]
+           "downloads_allowed", "locate", "Located", "library_file"]
 
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
@@ -253,6 +253,13 @@ def resolve_weights(name: str, log=None) -> str:
     say(f"{name}: {source} converted to {out} ({result.name} {result.options or ''}".rstrip()
         + f"{dropped})")
     return out
+
+
+def library_file(name: str) -> str:
+    """The library's own file for ``name`` (cached, or downloaded when allowed), unconverted: what
+    ``tools/transfer.py`` starts from, so whole torchvision detectors / segmentation models by name
+    convert as whole models."""
+    return fetch(locate(name))
 
 
 def weights_names_help() -> List[str]:

@@ -69,6 +69,8 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args(argv)
     args.out = args.out or os.path.splitext(args.weights)[0] + FORMATS[args.format]
+    if not args.out.endswith(FORMATS[args.format]):
+        raise ExportError(f"--out {args.out}: a {args.format} file is named *{FORMATS[args.format]} (what its loaders expect)")
 
     checkpoint = read_checkpoint(args.weights)
     kind = checkpoint_kind(checkpoint)

@@ -154,7 +154,7 @@ def main():
         drawn = draw_detections(image, pred, predictor.category_names, args.score_thresh)
         write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
     write_json(os.path.join(args.output, "predictions.json"), records, indent=None)  # strict JSON (NaN -> null)
-    _say_empty(empty, files, args.score_thresh, predictor.cfg.model.roi_heads.score_thresh)
+    _say_empty(empty, files, args.score_thresh, predictor.score_thresh if onnx else predictor.cfg.model.roi_heads.score_thresh)
     print(f"{len(files)} images, {len(records)} detections -> {args.output}")
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
 
-from backbones.hub import is_weights_name  # noqa: E402
+from backbones.hub import is_weights_name, library_file  # noqa: E402
 from backbones.transfer import transfer_weights  # noqa: E402
 from backbones.weights import FORMATS, read_weights  # noqa: E402
 from detection.weights import convert_torchvision_detection, is_torchvision_detection  # noqa: E402
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.src) and not is_weights_name(args.src):
         fail(f"{args.src}: file not found", 1)
     try:
-        read = read_weights(args.src)  # once, without running code from it
+        # a name: the library's own file (a whole torchvision detector converts as one), not the cached backbone
+        read = read_weights(library_file(args.src) if is_weights_name(args.src) else args.src)  # once, no code run
         whole = whole_model_format(read.content, args.format)
         if whole:
             convert_whole_model(read.content, whole, args.out)

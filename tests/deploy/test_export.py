@@ -172,3 +172,19 @@ def test_eval_coco_onnxruntime_gives_the_eager_ap(frcnn, tmp_path, capsys):
     ort_ap = json.loads((tmp_path / "ort.json").read_text())["bbox"]["AP"]
     assert eager_ap > 50
     assert abs(eager_ap - ort_ap) <= 0.1, (eager_ap, ort_ap)
+
+
+def test_predict_tool_runs_the_onnx_file(frcnn, tmp_path, monkeypatch, capsys):
+    import cv2
+
+    _, onnx_file = frcnn
+    image = _sample_images([(250, 310)], seed=4)[0]
+    cv2.imwrite(str(tmp_path / "a.png"), image[:, :, ::-1])
+    monkeypatch.setattr("sys.argv", ["predict.py", "--config", FPN_CONFIG, "--weights", onnx_file,
+                                     "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out")])
+    _tool("predict").main()
+    assert "ONNX Runtime" in capsys.readouterr().out
+    records = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    expected = OnnxPredictor(onnx_file)(image)
+    assert len(records) == len(expected["scores"]) > 0
+    assert records[0]["category_id"] == int(expected["category_ids"][0])

@@ -115,3 +115,24 @@ def test_timm_name_from_the_hugging_face_cache(offline, tmp_path):
     assert torch.equal(model.state_dict()["layer4.1.bn2.running_var"], state["layer4.1.bn2.running_var"])
     with pytest.raises(DataError, match="hf download timm/resnet34.a1_in1k model.safetensors"):
         build_backbone("resnet34", weights="timm:resnet34.a1_in1k")
+
+
+def test_transfer_tool_converts_a_whole_torchvision_detector_by_name(offline, tmp_path, capsys):
+    """tools/transfer.py torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1: the whole detector, from the
+    torch hub cache under the enum URL's file name."""
+    import importlib.util
+
+    from torchvision_reference import torchvision_rcnn
+
+    weights = torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+    path = offline / "hub" / "checkpoints" / os.path.basename(weights.url)
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision_rcnn().state_dict(), path)
+    spec = importlib.util.spec_from_file_location("transfer_tool", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                                 "tools", "transfer.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([f"torchvision:{weights}", "--out", str(tmp_path / "frcnn.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision fasterrcnn_resnet50_fpn" in out and "faster_rcnn_R50_FPN_1x.yaml" in out
+    assert torch.load(tmp_path / "frcnn.pth", weights_only=True)["meta"]["task"] == "detection"
