@@ -221,7 +221,8 @@ def _check_msra_compatible(model: nn.Module) -> None:
 def _converted_from_msra(content) -> bool:
     """A backbone checkpoint that transfer.py wrote from MSRA weights (e.g. a detectron2:// name)."""
     meta = content.get("meta") if isinstance(content, Mapping) else None
-    options = (meta.get("backbone") or {}).get("options") if isinstance(meta, Mapping) else None
+    backbone = meta.get("backbone") if isinstance(meta, Mapping) else None  # a name (str) in detection meta
+    options = backbone.get("options") if isinstance(backbone, Mapping) else None
     return isinstance(options, Mapping) and options.get("stride_in_1x1") is True and meta.get("format") == "msra"
 
 

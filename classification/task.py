@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
-from engine.data import build_inference_loader
+from engine.data import DataError, build_inference_loader
 from engine.dist import get_world_size, is_main_process
 from engine.logger import dataset_summary
 from engine.sampler import gather_in_order
@@ -192,8 +192,9 @@ class ClassificationTask:
             source = WeightsFile(ckpt, path, None, path)  # read once, loaded from memory
         report = load_weights(model, source, strict_shapes=True)
         if report.missing or report.unexpected:
-            raise ValueError(f"{path}: does not fit the model: missing {report.missing[:3]}, "
-                             f"unexpected {report.unexpected[:3]}")
+            raise DataError(f"{path}: does not fit the model: missing {report.missing[:3]}, "
+                            f"unexpected {report.unexpected[:3]}; give a checkpoint of this classifier "
+                            "(model.backbone and model.num_classes as the run that wrote it)")
         self.input_norm = check_input_norm(getattr(model, "input_norm", self.input_norm))
 
     # -------------------------------------------------------------------------------------- data

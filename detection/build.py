@@ -60,7 +60,7 @@ def _roi_heads(cfg: DetModelConfig, box_pool, box_head, box_predictor, mask_part
 def _build_fpn(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
     in_features = [f for f in cfg.backbone.out_features if f in ("res2", "res3", "res4", "res5")]
     if in_features != ["res2", "res3", "res4", "res5"]:
-        raise ValueError("FPN detectors take model.backbone.out_features [res2, res3, res4, res5], "
+        raise ValueError("model.backbone.out_features: FPN detectors take [res2, res3, res4, res5], "
                          f"got {cfg.backbone.out_features}")
     backbone = build_backbone(cfg.backbone, fpn=FPNOptions(in_features, cfg.fpn_channels, top_block="maxpool"))
     _log_report(backbone.load_report, cfg)

@@ -1,6 +1,7 @@
 """How a tool's ``main`` runs: user-facing failures become one line and an exit code."""
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from .cli import fail
@@ -8,6 +9,11 @@ from .config import ConfigError
 from .data import DataError, user_message
 from .dist import destroy_distributed, is_peer_failure, peer_failure_message
 from .interrupt import TrainingInterrupted
+
+
+# A ValueError whose message starts with a config key ("model.rpn.anchor_sizes: ...") is the
+# config's fault, raised where the value is used (the builders check what the schema cannot).
+_CONFIG_KEY = re.compile(r"^(output_dir|seed|model|data|solver|test|input|logging|dist)(\.[\w\[\]]+)*[:= ]")
 
 
 def run_tool(main: Callable[[], Any]) -> Any:
@@ -22,6 +28,10 @@ def run_tool(main: Callable[[], Any]) -> Any:
         fail(str(e), 2)
     except (DataError, FloatingPointError, FileNotFoundError) as e:
         fail(user_message(e), 1)
+    except ValueError as e:
+        if not _CONFIG_KEY.match(str(e)):
+            raise
+        fail(str(e), 2)
     except OSError as e:  # a file the run could not read or write (a folder given for a file, ...)
         if e.filename is None:
             raise

@@ -246,3 +246,14 @@ def test_classification_corrupt_image(capsys, shapes, image_folder):
 def test_classification_num_classes(capsys, shapes, image_folder):
     expect_error(_train_cls(capsys, shapes, "cls_numcls", image_folder, "model.num_classes=5"), 2, "model.num_classes",
                  case="train_cls model.num_classes differs from the data")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.rpn.anchor_sizes=[32]", ["model.rpn.anchor_sizes", "5 levels"]),
+    ("model.roi_heads.pooler=pool", ["model.roi_heads.pooler", "C4"]),
+    ("model.backbone.out_features=[res4]", ["model.backbone.out_features"]),
+    ("data.train=[]", ["data.train"]),
+])
+def test_config_values_the_builders_refuse(capsys, shapes, override, words):
+    """What the schema cannot check, the builders do: a ValueError naming the key is a config error."""
+    expect_error(_train_det(capsys, shapes, "builder", override), 2, *words, case=f"train_det {override}")

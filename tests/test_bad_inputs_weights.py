@@ -194,3 +194,21 @@ def test_weights_partial_allows_a_load_by_name(files):
     assert len(report.unexpected) == 8 and report.complete
     with pytest.raises(Exception, match="model.weights do not fit"):  # evaluation: no fine-tuning misfit
         load_detector_weights(_detector(files, num_classes=2), files["det"], allow_mismatch=False)
+
+
+@pytest.mark.parametrize("tool_name, weights, words", [
+    ("train_cls", "det", ["does not fit the model", "model.backbone"]),
+    ("train_seg", "det", ["weights do not fit the model", "model.head"]),
+    ("train_det", "cls", ["a classification checkpoint"]),
+])
+def test_eval_only_with_another_tasks_checkpoint(capsys, files, tool_name, weights, words):
+    from bad_inputs_support import CLS_CONFIG
+
+    config = {"train_cls": CLS_CONFIG, "train_seg": SEG_CONFIG, "train_det": DET_CONFIG}[tool_name]
+    val = files["data"]["val"]
+    extra = {"train_cls": ["data.val.0.synthetic.num_images=8"],
+             "train_seg": [f"data.val.0.coco.json={val[0]}", f"data.val.0.coco.images={val[1]}"],
+             "train_det": [f"data.val.0.json={val[0]}", f"data.val.0.images={val[1]}"]}[tool_name]
+    expect_error(run(capsys, tool_name, "--config", config, "--eval-only", f"output_dir={files['root'] / tool_name}",
+                     f"model.weights={files[weights]}", *extra), 1, files[weights], *words,
+                 case=f"{tool_name} --eval-only with a {'detector' if weights == 'det' else 'classifier'} checkpoint")
