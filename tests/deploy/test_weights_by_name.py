@@ -44,7 +44,7 @@ def _seed_torch_hub(home, weights_enum, model) -> dict:
 def test_torchvision_name_gives_a_detector_whose_backbone_loads_every_tensor(offline):
     state = _seed_torch_hub(offline, torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
                             torchvision.models.resnet50())
-    cfg = load_config(DetConfig, FPN_CONFIG, [f"model.backbone.weights={R50_V2}"])
+    cfg = load_config(DetConfig, FPN_CONFIG, [f"model.backbone.weights={R50_V2}", "model.num_classes=80"])
     model = build_detector(cfg.model, cfg.input)
     report = model.backbone.load_report
     bottom_up = [k for k in model.backbone.state_dict() if k.startswith("bottom_up.")]
@@ -64,7 +64,7 @@ def test_torchvision_name_gives_a_detector_whose_backbone_loads_every_tensor(off
 def test_empty_cache_and_no_network_is_one_line_and_exit_1(offline, capsys):
     from engine.launch import run_tool
 
-    cfg = load_config(DetConfig, FPN_CONFIG, [f"model.backbone.weights={R50_V2}"])
+    cfg = load_config(DetConfig, FPN_CONFIG, [f"model.backbone.weights={R50_V2}", "model.num_classes=80"])
     with pytest.raises(SystemExit) as stop:
         run_tool(lambda: build_detector(cfg.model, cfg.input))
     assert stop.value.code == 1
