@@ -103,15 +103,17 @@ def _write_problem(e: BaseException, directory: str) -> Optional[str]:
         code = getattr(e, "errno", None)
         if code in (errno.EROFS, errno.EACCES, errno.EPERM):
             return f"{e.strerror}; choose a writable output_dir"
-        where = ""
+        mount = os.path.abspath(directory)
+        while not os.path.ismount(mount) and os.path.dirname(mount) != mount:
+            mount = os.path.dirname(mount)
+        where = f"the disk mounted at {mount}"
         try:
             usage = shutil.disk_usage(directory)
-            where = f" ({usage.free / 2**20:.0f} MiB free of {usage.total / 2**30:.1f} GiB)"
+            where += f" ({usage.free / 2**20:.0f} MiB free of {usage.total / 2**30:.1f} GiB)"
         except OSError:
             pass
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
-        return (f"{reason}; the disk holding it is full or failing{where}: free space there or move "
-                "output_dir to another disk")
+        return f"{reason}; {where} is full or failing: free space there or move output_dir to another disk"
     return None
 
 

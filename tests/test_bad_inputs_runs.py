@@ -205,7 +205,7 @@ def _fail_writes_after(monkeypatch, good: int, error: BaseException):
 ])
 def test_disk_full_while_checkpointing_keeps_the_last_good_one(tmp_path, capsys, monkeypatch, error, case):
     _fail_writes_after(monkeypatch, 1, error)  # the checkpoint at iteration 2 is written, the one at 4 is not
-    line = expect_error(tiny(capsys, "--config", config(tmp_path)), 1, "model_0000004.pth", "disk",
+    line = expect_error(tiny(capsys, "--config", config(tmp_path)), 1, "model_0000004.pth", "the disk mounted at",
                         "model_0000002.pth", "is kept", case=case)
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(os.listdir(ckpts)) == ["model_0000002.pth"], line  # no temporary left behind

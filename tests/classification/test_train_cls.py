@@ -68,6 +68,9 @@ def test_short_run_writes_the_outputs_then_eval_only_and_transfer(tmp_path):
     assert 0 <= results["top1"] <= results["top5"] <= 100
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "loss_cls" in r] == [1, 2, 3]
+    log = (out / "log.txt").read_text()  # what the run had and chose, in the log as on the console
+    assert "training set (1 source): " in log and "; per class: circle " in log and "dropped or skipped: none" in log
+    assert "evaluation at iter 3: top1 " in log
     final = load_checkpoint(str(out / "model_final.pth"))
     meta = final["meta"]
     assert meta["class_names"] == ["circle", "square", "triangle", "star"] and meta["backbone"]["name"] == "resnet18"

@@ -45,6 +45,9 @@ def test_short_run_then_eval_only(tmp_path, restore_torch_state):
     with open(out / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     assert {"loss_seg", "loss_aux"} <= set(records[0])
+    log = (out / "log.txt").read_text()
+    assert "training set: " in log and "; per class: circle " in log and "evaluation at iter" in log
+    assert "sem_seg mIoU " in log  # the primary number on the evaluation line
 
     # evaluation of the saved weights, without the training-only aux head, gives the same numbers
     again = train_seg.main(["--config", config, "--eval-only", f"model.weights={out / 'model_final.pth'}",
