@@ -40,9 +40,11 @@ def _free(key: str) -> bool:
 
 
 def config_changes(old: dict, new: dict) -> List[Tuple[str, Any, Any]]:
-    """``(dotted key, old value, new value)`` for every leaf that differs (missing: None)."""
+    """``(dotted key, old value, new value)`` for every leaf both configs have that differs. A key
+    only one of them has is a schema change between versions (a new key at its default, a
+    removed one), not a change of the experiment."""
     a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [(k, a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]]
 
 
 def _recorded_config(state: dict, output_dir: str) -> Tuple[Optional[dict], str]:

@@ -239,3 +239,11 @@ def test_non_finite_loss_names_the_newest_finite_checkpoint(tmp_path, capsys):
 def test_bad_sample_names_the_file(tmp_path, capsys):
     expect_error(tiny(capsys, "--config", config(tmp_path), "data.bad_index=5"), 1, "images/00005.png",
                  case="undecodable training image (tiny task)")
+
+
+def test_config_changes_ignore_keys_of_another_version():
+    from engine.resume import config_changes
+
+    old = {"solver": {"base_lr": 0.1, "gone": 1}, "model": {"width": 8}}
+    new = {"solver": {"base_lr": 0.2}, "model": {"width": 8, "weights_partial": []}}
+    assert config_changes(old, new) == [("solver.base_lr", 0.1, 0.2)]
