@@ -101,6 +101,11 @@ def test_training_image_file_missing(capsys, shapes):
     ("duplicate annotation id", lambda d: d["annotations"][1].update(id=d["annotations"][0]["id"]),
      ["DROPPED  duplicate_annotation_id (1)", "annotation id 1 (annotations[1])"]),
     ("annotation id 0", lambda d: d["annotations"][0].update(id=0), ["annotation_id_zero (1)"]),
+    ("placeholder category no annotation uses",
+     lambda d: d["categories"].insert(0, {"id": 0, "name": "placeholder", "supercategory": "none"}),
+     ["WARNING  unused_category (1)", "category id 0 'placeholder'"]),
+    ("duplicate image record", lambda d: d["images"].append(dict(d["images"][0])),
+     ["DROPPED  duplicate_image_id (1)", "image id 0 (images[4]"]),
 ])
 def test_check_dataset_names_the_record(capsys, shapes, name, mutate, words):
     """What training drops and counts, check_dataset.py names, record by record."""
