@@ -58,7 +58,7 @@ def run(capsys, name: str, *argv: str) -> Result:
 
     module = tool(name)
     saved_argv, det, bench = sys.argv, torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    sys.argv = [f"tools/{os.path.basename(name)}.py", *argv]
+    sys.argv = [module.__file__, *argv]  # what the resume command of a Ctrl-C repeats
     code = 0
     try:
         if os.path.basename(name).removesuffix(".py") in _WRAPPED or name.endswith("tiny_task.py"):
