@@ -13,7 +13,7 @@ from .interrupt import TrainingInterrupted
 
 # A ValueError whose message starts with a config key ("model.rpn.anchor_sizes: ...") is the
 # config's fault, raised where the value is used (the builders check what the schema cannot).
-_CONFIG_KEY = re.compile(r"^(output_dir|seed|model|data|solver|test|input|logging|dist)(\.[\w\[\]]+)*[:= ]")
+_CONFIG_KEY = re.compile(r"^(output_dir|seed|deterministic|(model|data|solver|test|input|logging|dist)(\.[\w\[\]]+)+)[: ]")
 
 
 def run_tool(main: Callable[[], Any]) -> Any:
