@@ -25,6 +25,7 @@ import torch
 import torchvision
 
 from backbones import build_classifier, load_weights, prepare_for_inference
+from engine.hardware import describe_device
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
@@ -75,6 +76,9 @@ def main() -> None:
 
     x = torch.randn(args.batch, 3, args.size, args.size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    layout = "channels-last" if getattr(ours, "channels_last", False) else "NCHW"
+    sides = {"ours (fast path)": f"fp32, {layout}, norms folded",
+             "torchvision default": "fp32, NCHW", "torchvision channels-last": "fp32, channels-last"}
     contestants = {
         "ours (fast path)": (ours, x),
         "torchvision default": (reference, x),
@@ -98,10 +102,11 @@ def main() -> None:
     print(f"ResNet-50 inference, CPU, batch {args.batch} at {args.size}x{args.size}, "
           f"{torch.get_num_threads()} threads, {args.clock} clock, {args.rounds} rounds x {args.iters} batches "
           f"(torch {torch.__version__})")
+    print(f"  {describe_device(torch.device('cpu'))}")
     speed = {name: args.batch / min(s) for name, s in seconds.items()}
     for name, ips in speed.items():
         median = args.batch / statistics.median(seconds[name])
-        print(f"  {name:<28}{ips:8.1f} images/s best round   ({median:.1f} median)")
+        print(f"  {name:<28}{ips:8.1f} images/s best round   ({median:.1f} median)   [{sides[name]}]")
     ratio_default = speed["ours (fast path)"] / speed["torchvision default"]
     ratio_cl = speed["ours (fast path)"] / speed["torchvision channels-last"]
     print(f"  ours / torchvision default      {ratio_default:5.2f}x  (goal >= 1.30x)")

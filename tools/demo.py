@@ -9,8 +9,11 @@
 5. tools/train_seg.py      a semantic FPN head from the Mask R-CNN's backbone and FPN: mIoU
 6. tools/predict.py        draw predictions on validation images
 
-Each stage is the command a user would type, printed before it runs. The numbers land in
-OUT/results.json and a report with the AP tables and pictures in OUT/report.md.
+Each stage is the command a user would type, printed before it runs, then its seconds and what
+the hardware chose for it (precision and memory layout: engine/hardware.py, recorded in each stage's
+hardware.json). The numbers land in OUT/results.json, a report with the AP tables and pictures in
+OUT/report.md, and the figures table (stage, seconds, result, against the quality floors) is printed
+at the end. Budget: 10 minutes after set-up on a 2-core CPU, AVX2 or AVX512-BF16 (docs/speed.md).
 """
 import argparse
 import json
@@ -20,18 +23,41 @@ import subprocess
 import sys
 import time
 
+try:
+    import resource
+except ImportError:  # not on Unix
+    resource = None
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
+CPU_SECONDS: dict = {}
+FLOORS = {"classification top-1": 95.0, "box AP": 50.0, "mask AP": 50.0, "semantic mIoU": 80.0}
 
 
-def run(stage: str, cmd: list, timings: dict) -> None:
+def run(stage: str, cmd: list, timings: dict, run_dir: str = "", chosen: dict = None) -> None:
     print(f"\n== {stage}\n$ {' '.join(cmd)}", flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     result = subprocess.run(cmd, cwd=ROOT)
     timings[stage] = time.perf_counter() - start
+    CPU_SECONDS[stage] = _children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"demo stage '{stage}' failed (exit {result.returncode}); see the output above")
-    print(f"-- {stage}: {timings[stage]:.0f} s", flush=True)
+    what = ""
+    hardware = os.path.join(run_dir, "hardware.json") if run_dir else ""
+    if hardware and os.path.isfile(hardware):
+        h = load(hardware)
+        chosen[stage] = h
+        what = f" ({h['precision']}, {'channels-last' if h['channels_last'] else 'NCHW'}, {h['threads']} threads)"
+    # CPU seconds beside the wall clock: on a machine shared with other work the wall clock grows,
+    # the stage's own CPU time much less (about 2x the wall clock on 2 free cores)
+    print(f"-- {stage}: {timings[stage]:.0f} s, {CPU_SECONDS[stage]:.0f} CPU s{what}", flush=True)
+
+
+def _children_cpu() -> float:
+    if resource is None:
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load(path: str) -> dict:
@@ -62,13 +88,52 @@ def write_report(out: str, results: dict, timings: dict, pictures: list) -> str:
     if per_class:
         lines += ["## semantic IoU per class", "", "| class | IoU |", "|---|---|"]
         lines += [f"| {n} | {fmt(v)} |" for n, v in per_class.items()] + [""]
-    lines += ["## time per stage (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += ["## time per stage (s)", "", f"{results.get('machine', '')}", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
     lines += ["## predictions", ""] + [f"![{os.path.basename(p)}]({os.path.relpath(p, out)})" for p in pictures]
     path = os.path.join(out, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def describe_machine() -> str:
+    """The CPU capability (or GPU), the cores and the precision ``solver.amp: auto`` picks here."""
+    sys.path.insert(0, ROOT)
+    import engine.threads  # noqa: F401  OMP_WAIT_POLICY for every stage (they inherit the environment)
+    import torch
+
+    from engine.hardware import choose_precision, describe_device, usable_cores
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = choose_precision("auto", device)
+    load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
+    return (f"machine: {describe_device(device)}, {usable_cores()} usable cores, load average {load}; "
+            f"solver.amp auto -> {precision.name} ({precision.reason})")
+
+
+def print_figures(results: dict, timings: dict, chosen: dict, quick: bool = False) -> None:
+    """The figures table, what `make demo` ends with: each stage's seconds, what the hardware chose
+    and the result against its floor."""
+    got = {"pretrain classifier": ("classification top-1", results["classification"].get("top1")),
+           "train Mask R-CNN": ("box AP", results["bbox"].get("AP")),
+           "train semantic FPN": ("semantic mIoU", results["sem_seg"].get("mIoU"))}
+    mask = ("mask AP", results["segm"].get("AP"))
+    print("\n| stage | seconds | CPU seconds | precision, layout | result (floor) |\n|---|---|---|---|---|")
+    met = True
+    for stage, seconds in timings.items():
+        h = chosen.get(stage)
+        how = f"{h['precision']}, {'channels-last' if h['channels_last'] else 'NCHW'}" if h else ""
+        cells = []
+        for name, value in [got[stage]] + ([mask] if stage == "train Mask R-CNN" else []) if stage in got else []:
+            ok = value is not None and value >= FLOORS[name]
+            met &= ok
+            cells.append(f"{name} {fmt(value)} (>= {FLOORS[name]:.0f}{'' if ok else ', MISSED'})")
+        if stage == "total":
+            cells = [f"{seconds / 60:.1f} min (budget 10); " + ("every floor met" if met else "a floor MISSED")
+                     + (" (--quick: a smoke test, no floor expected)" if quick else "")]
+        cpu = sum(CPU_SECONDS.values()) if stage == "total" else CPU_SECONDS.get(stage, 0.0)
+        print(f"| {stage} | {seconds:.0f} | {cpu:.0f} | {how} | {'; '.join(cells)} |")
 
 
 def main():
@@ -82,6 +147,9 @@ def main():
     os.makedirs(out)
     data = os.path.join(out, "data")
     timings: dict = {}
+    chosen: dict = {}
+    machine = describe_machine()
+    print(machine, flush=True)
     total = time.perf_counter()
     quick = {"cls": ["solver.max_iter=4", "data.train.0.synthetic.num_images=64",
                      "data.val.0.synthetic.num_images=32"],
@@ -92,19 +160,19 @@ def main():
     run("make data", [PY, "tools/make_shapes.py", "--out", data, "--num-train", n_train,
                       "--num-val", n_val, "--size", "128", "--seed", "0"], timings)
     run("pretrain classifier", [PY, "tools/train_cls.py", "--config", "configs/demo/shapes_cls.yaml",
-                                f"output_dir={out}/cls", *quick.get("cls", [])], timings)
+                                f"output_dir={out}/cls", *quick.get("cls", [])], timings, f"{out}/cls", chosen)
     backbone = os.path.join(out, "resnet18_backbone.pth")
     run("transfer", [PY, "tools/transfer.py", f"{out}/cls/model_final.pth", "--out", backbone], timings)
     coco = [f"data.train.0.json={data}/train.json", f"data.train.0.images={data}/train",
             f"data.val.0.json={data}/val.json", f"data.val.0.images={data}/val"]
     run("train Mask R-CNN", [PY, "tools/train_det.py", "--config", "configs/demo/shapes_mask_rcnn.yaml",
                              f"output_dir={out}/mask_rcnn", f"model.backbone.weights={backbone}",
-                             *coco, *quick.get("det", [])], timings)
+                             *coco, *quick.get("det", [])], timings, f"{out}/mask_rcnn", chosen)
     seg_data = [f"data.train.0.coco.json={data}/train.json", f"data.train.0.coco.images={data}/train",
                 f"data.val.0.coco.json={data}/val.json", f"data.val.0.coco.images={data}/val"]
     run("train semantic FPN", [PY, "tools/train_seg.py", "--config", "configs/demo/shapes_semantic.yaml",
                                f"output_dir={out}/semantic", f"model.weights={out}/mask_rcnn/model_final.pth",
-                               *seg_data, *quick.get("seg", [])], timings)
+                               *seg_data, *quick.get("seg", [])], timings, f"{out}/semantic", chosen)
     samples = os.path.join(out, "samples")
     os.makedirs(samples)
     for name in sorted(os.listdir(os.path.join(data, "val")))[:6]:
@@ -120,11 +188,15 @@ def main():
                "sem_seg": load(f"{out}/semantic/results.json")["sem_seg"]}
     timings["total"] = time.perf_counter() - total
     results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    results["cpu_seconds"] = {k: round(v, 1) for k, v in CPU_SECONDS.items()}
+    results["machine"] = machine
+    results["hardware"] = chosen
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     pictures = sorted(os.path.join(out, "predictions", p) for p in os.listdir(f"{out}/predictions")
                       if p.endswith(".png"))
     report = write_report(out, results, timings, pictures)
+    print_figures(results, timings, chosen, args.quick)
     print(f"\nbox AP {fmt(results['bbox'].get('AP'))}  mask AP {fmt(results['segm'].get('AP'))}  "
           f"mIoU {fmt(results['sem_seg'].get('mIoU'))}  top-1 {fmt(results['classification'].get('top1'))}"
           f"  in {timings['total'] / 60:.1f} min")
