@@ -159,7 +159,9 @@ def test_category_names_shared_by_two_ids(tmp_path):
 
 def test_area_unlike_the_polygon_is_noted(tmp_path):
     data = clean_dataset(str(tmp_path))
-    data["annotations"][0]["area"] = 100  # its polygon covers 10 x 8 = 80 (an export that writes the box area)
-    data["annotations"][1]["area"] = 85  # within 10%
+    for a in data["annotations"][:2]:
+        a.update(bbox=[0, 0, 40, 30], segmentation=rect_polygon(0, 0, 40, 30))  # 1200 px, perimeter 140
+    data["annotations"][0]["area"] = 1500  # off by more than 10% + half the perimeter (120 + 70)
+    data["annotations"][1]["area"] = 1350  # within: a mask's pixel count differs that much on its edges
     report = check_dataset(write_json(data, str(tmp_path / "ann.json")), str(tmp_path / "images"))
     assert dict(report.counts) == {"area_not_polygon_area": 1} and not report.has_errors

@@ -48,7 +48,7 @@ def test_transfer_then_predict_mask_rcnn(tmp_path, images):
                   "--output", str(pred_dir), "--score-thresh", "0.99",
                   "input.min_size_test=64", "input.max_size_test=96", "model.roi_heads.score_thresh=0.0")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in pred_dir.iterdir()) == ["im0.png", "im1.png", "predictions.json"]
+    assert sorted(p.name for p in pred_dir.iterdir()) == ["im0.png", "im1.png", "log.txt", "predictions.json"]
     records = json.loads((pred_dir / "predictions.json").read_text())
     assert records  # the random detector's scores are low, but score_thresh 0 keeps them
     top = {name: max(r["score"] for r in records if r["file_name"] == name) for name in ("im0.jpg", "im1.jpg")}
