@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from engine.export import ExportError, export_onnx, onnx_metadata, ort_session, run_session
 
-__all__ = ["DetectorGraph", "export_detector_onnx", "verify_detector", "OnnxPredictor", "match_fraction",
+__all__ = ["DetectorGraph", "export_reference", "export_detector_onnx", "verify_detector", "OnnxPredictor", "match_fraction",
            "box_iou_matrix"]
 
 
@@ -53,6 +53,18 @@ def _sample_images(sizes: Sequence[tuple], seed: int = 0) -> List[np.ndarray]:
         small = rng.integers(0, 256, size=(max(2, h // 24), max(2, w // 24), 3)).astype(np.uint8)
         images.append(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
     return images
+
+
+def export_reference(predictor):
+    """The eager model an export is traced from and checked against: ``predictor``'s detector with
+    frozen batch norms folded into the convolutions (the fast path's arithmetic, without its
+    oneDNN-only fused blocks, which are not ONNX operators), fp32. Build the Predictor with
+    ``fast=False, precision="off"``; returns it."""
+    from backbones import prepare_for_inference
+
+    predictor.model.backbone = prepare_for_inference(predictor.model.backbone, channels_last=False,
+                                                     fuse_activations=False)
+    return predictor
 
 
 def export_detector_onnx(predictor, path: str, example_size=(320, 256)) -> str:

@@ -17,7 +17,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, _get_shape_onnx
 
 from backbones.norm import check_input_norm, normalize_image
 
@@ -38,6 +40,24 @@ class RCNNTransform(GeneralizedRCNNTransform):
 
     def normalize(self, image: Tensor) -> Tensor:
         return normalize_image(image.float().div(255), self.input_norm)
+
+    def resize(self, image: Tensor, target=None):
+        if self.training or self.fixed_size is not None or not torchvision._is_tracing():
+            return super().resize(image, target)
+        # Traced for ONNX (detection/export.py): torchvision resizes by a scale factor with
+        # recompute_scale_factor, so torch samples each axis at out/in; exported, ONNX Resize would
+        # sample both axes at the scale itself, a fraction of a pixel off wherever in * scale is not a
+        # whole number. An explicit output size makes ONNX Runtime sample as torch does. The size is
+        # torchvision's, floor(in * min(min_size / short, max_size / long)), in integers: the
+        # exporter computes float scales in float32, where torchvision's Python floats are doubles.
+        shape = _get_shape_onnx(image)  # int64 [h, w]
+        short, long = shape.min(), shape.max()
+        a = torch.tensor(int(self.min_size[-1]), dtype=torch.int64)
+        b = torch.tensor(int(self.max_size), dtype=torch.int64)
+        by_short = a * long <= b * short  # min_size / short <= max_size / long
+        size = (shape * torch.where(by_short, a, b)) // torch.where(by_short, short, long)
+        image = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0]
+        return image, target
 
 
 class RCNN(GeneralizedRCNN):

@@ -26,8 +26,7 @@ FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
 
 
 def export_detector(args, checkpoint):
-    from backbones import prepare_for_inference
-    from detection.export import export_detector_onnx, verify_detector
+    from detection.export import export_detector_onnx, export_reference, verify_detector
     from detection.predictor import Predictor
 
     if args.format != "onnx":
@@ -35,10 +34,7 @@ def export_detector(args, checkpoint):
                           "(data-dependent shapes in NMS and the RoI heads); export detectors with --format onnx")
     predictor = Predictor(args.config, args.weights, device="cpu", fast=False, precision="off",
                           overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
-    # Norms folded into the convolutions (what the eager fast path does, minus oneDNN-only fusions);
-    # the check below compares the file with this same model.
-    predictor.model.backbone = prepare_for_inference(predictor.model.backbone, channels_last=False,
-                                                     fuse_activations=False)
+    export_reference(predictor)  # norms folded, as the fast path; the check compares the file with it
     export_detector_onnx(predictor, args.out)
     return verify_detector(predictor, args.out)
 
