@@ -42,7 +42,7 @@ def _samples(predictor, n: int = 2) -> Tensor:
     return torch.rand(n, 3, size, size, generator=g)
 
 
-def export_classifier(predictor, path: str, fmt: str) -> List[dict]:
+def export_classifier(predictor, path: str, fmt: str, atol: float = 1e-5) -> List[dict]:
     """Write ``predictor``'s network (a :class:`~classification.predictor.ClassificationPredictor`) as
     ``fmt`` (onnx | torch-export) to ``path`` and check it; returns the check's rows."""
     graph = ClassifierGraph(predictor.model, predictor.input_norm).cpu().eval()
@@ -53,10 +53,10 @@ def export_classifier(predictor, path: str, fmt: str) -> List[dict]:
     else:
         batch = torch.export.Dim("batch", min=1, max=1024)
         export_program(graph, [example], path, dynamic_shapes=({0: batch},), metadata=_metadata(predictor))
-    return verify_classifier(graph, path, fmt, example)
+    return verify_classifier(graph, path, fmt, example, atol)
 
 
-def verify_classifier(graph: nn.Module, path: str, fmt: str, example: Tensor) -> List[dict]:
+def verify_classifier(graph: nn.Module, path: str, fmt: str, example: Tensor, atol: float = 1e-5) -> List[dict]:
     rows = []
     for images in (example, torch.rand(3, *example.shape[1:], generator=torch.Generator().manual_seed(1))):
         with torch.no_grad():
@@ -65,5 +65,5 @@ def verify_classifier(graph: nn.Module, path: str, fmt: str, example: Tensor) ->
             got = run_session(ort_session(path), {"images": images.numpy()})["logits"]
         else:
             got = torch.export.load(path).module()(images).detach().numpy()
-        rows.append({"batch": len(images), "max_abs_diff": check_close(f"{path}: logits", expected, got)})
+        rows.append({"batch": len(images), "max_abs_diff": check_close(f"{path}: logits", expected, got, atol=atol)})
     return rows

@@ -44,7 +44,7 @@ def export_classification(args, checkpoint):
     from classification.predictor import ClassificationPredictor
 
     predictor = ClassificationPredictor(args.config, args.weights, device="cpu", overrides=args.overrides)
-    return export_classifier(predictor, args.out, args.format)
+    return export_classifier(predictor, args.out, args.format, atol=args.atol)
 
 
 def export_segmentation(args, checkpoint):
@@ -53,7 +53,7 @@ def export_segmentation(args, checkpoint):
 
     predictor = SemanticPredictor(args.config, args.weights, device="cpu", overrides=args.overrides,
                                   checkpoint=checkpoint)
-    return export_semantic(predictor, args.out, args.format)
+    return export_semantic(predictor, args.out, args.format, atol=args.atol)
 
 
 def main(argv=None):
@@ -62,6 +62,9 @@ def main(argv=None):
     parser.add_argument("--weights", required=True, help="a checkpoint of train_cls / train_det / train_seg or transfer.py")
     parser.add_argument("--format", required=True, choices=list(FORMATS))
     parser.add_argument("--out", help="the file to write (default: beside --weights, .onnx / .pt2)")
+    parser.add_argument("--atol", type=float, default=1e-5,
+                        help="classifier / semantic check: absolute tolerance on the logits (rtol 1e-3); a "
+                             "deep network's few near-zero logits may need 1e-4 (docs/deploy.md)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args(argv)
     args.out = args.out or os.path.splitext(args.weights)[0] + FORMATS[args.format]
