@@ -30,7 +30,7 @@ def export_detector(args, checkpoint):
     from detection.predictor import Predictor
 
     if args.format != "onnx":
-        raise ExportError("torch-export: torchvision's Faster / Mask R-CNN do not go through torch.export "
+        raise ExportError("torchvision's Faster / Mask R-CNN do not go through torch.export "
                           "(data-dependent shapes in NMS and the RoI heads); export detectors with --format onnx")
     predictor = Predictor(args.config, args.weights, device="cpu", fast=False, precision="off",
                           overrides=["model.backbone.weights=null", *args.overrides], checkpoint=checkpoint)
