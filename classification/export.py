@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import List
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from backbones.norm import normalize_image
-from engine.export import ExportError, check_close, export_onnx, export_program, ort_session, run_session
+from engine.export import check_close, export_onnx, export_program, run_exported
 
 __all__ = ["ClassifierGraph", "export_classifier", "verify_classifier"]
 
@@ -61,9 +60,6 @@ def verify_classifier(graph: nn.Module, path: str, fmt: str, example: Tensor, at
     for images in (example, torch.rand(3, *example.shape[1:], generator=torch.Generator().manual_seed(1))):
         with torch.no_grad():
             expected = graph(images).numpy()
-        if fmt == "onnx":
-            got = run_session(ort_session(path), {"images": images.numpy()})["logits"]
-        else:
-            got = torch.export.load(path).module()(images).detach().numpy()
+        got = run_exported(path, fmt, images)
         rows.append({"batch": len(images), "max_abs_diff": check_close(f"{path}: logits", expected, got, atol=atol)})
     return rows

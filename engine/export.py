@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["ExportError", "OPSET", "export_onnx", "onnx_metadata", "ort_session", "run_session",
-           "export_program", "check_close", "require_onnxruntime"]
+           "export_program", "run_exported", "check_close", "require_onnxruntime"]
 
 OPSET = 17  # >= 16: aligned RoIAlign (torchvision's detectors)
 
@@ -86,6 +86,14 @@ def ort_session(path: str, threads: Optional[int] = None, providers: Optional[Se
 def run_session(session, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(inputs))))
+
+
+def run_exported(path: str, fmt: str, images: torch.Tensor, output: str = "logits") -> np.ndarray:
+    """The exported file's ``output`` for ``images`` (the graph's one input): ONNX Runtime for
+    ``onnx``, the loaded program for ``torch-export``; what each task's check compares with eager."""
+    if fmt == "onnx":
+        return run_session(ort_session(path), {"images": images.numpy()})[output]
+    return torch.export.load(path).module()(images).detach().numpy()
 
 
 def check_close(what: str, expected: np.ndarray, got: np.ndarray, rtol: float = 1e-3, atol: float = 1e-5) -> float:

@@ -13,7 +13,7 @@ from typing import List
 import torch
 from torch import Tensor, nn
 
-from engine.export import check_close, export_onnx, export_program, ort_session, run_session
+from engine.export import check_close, export_onnx, export_program, run_exported
 
 __all__ = ["SemanticGraph", "export_semantic"]
 
@@ -49,10 +49,7 @@ def export_semantic(predictor, path: str, fmt: str, size=(256, 320), atol: float
     for images in others:
         with torch.no_grad():
             expected = graph(images).numpy()
-        if fmt == "onnx":
-            got = run_session(ort_session(path), {"images": images.numpy()})["logits"]
-        else:
-            got = torch.export.load(path).module()(images).detach().numpy()
+        got = run_exported(path, fmt, images)
         rows.append({"size": list(images.shape[-2:]),
                      "max_abs_diff": check_close(f"{path}: logits", expected, got, atol=atol)})
     return rows
