@@ -4,7 +4,7 @@ worker, for the elastic tests (tests/engine/test_elastic*.py):
     python -m torch.distributed.run --nproc_per_node=2 --max-restarts=1 tests/engine/elastic_task.py \\
         --config FILE
 
-ELASTIC_KILL="ITER:RANK" makes global rank RANK SIGKILL itself right after the checkpoint of
+ELASTIC_KILL="ITER:RANK" makes global rank RANK ("*": any rank whose environment has it) SIGKILL itself right after the checkpoint of
 iteration ITER is complete on disk (every rank waits for it), in the first attempt only
 (TORCHELASTIC_RESTART_COUNT 0 or unset): the restarted group then runs through. ELASTIC_KILL_ONLY=1
 skips the barrier (the rank dies while the others go on to the next step's collective).
@@ -35,7 +35,9 @@ def install_kill_after_checkpoint() -> None:
     spec = os.environ.get("ELASTIC_KILL")
     if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         return
-    iteration, rank = (int(x) for x in spec.split(":"))
+    iteration, rank = spec.split(":")
+    iteration = int(iteration)
+    rank = None if rank == "*" else int(rank)  # "*": whichever rank this process is
     real_save = Trainer.save_checkpoint
 
     def save_checkpoint(self):
@@ -44,8 +46,8 @@ def install_kill_after_checkpoint() -> None:
             return
         if not os.environ.get("ELASTIC_KILL_ONLY"):
             barrier()  # rank 0 has written the file: the checkpoint is complete
-        if get_rank() == rank:
-            print(f"ELASTIC_KILL: rank {rank} kills itself after iteration {iteration}", flush=True)
+        if rank is None or get_rank() == rank:
+            print(f"ELASTIC_KILL: rank {get_rank()} kills itself after iteration {iteration}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
     Trainer.save_checkpoint = save_checkpoint

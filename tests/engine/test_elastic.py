@@ -6,6 +6,7 @@ no process and no half-written file behind; a run continued with another world s
 the same samples and ends within rounding of a one-process run."""
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,11 +60,13 @@ class Agents:
     """torchrun agents started together; ``wait`` returns their (returncode, output) and the wall
     time; ``close`` kills every process they left (found by an environment tag)."""
 
-    def __init__(self, commands, env=None):
+    def __init__(self, commands, env=None, extra_envs=None):
         self.tag = uuid.uuid4().hex
         env = {**tool_env(), "PYTHONPATH": ROOT, "ELASTIC_TEST_TAG": self.tag, **(env or {})}
+        extra_envs = extra_envs or [{}] * len(commands)
         self.procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env=env, start_new_session=True) for c in commands]
+                                       env={**env, **extra}, start_new_session=True)
+                      for c, extra in zip(commands, extra_envs)]
         self.start = time.monotonic()
 
     def wait(self, timeout):
@@ -91,8 +94,8 @@ class Agents:
                 pass
 
 
-def run_agents(commands, timeout, env=None):
-    agents = Agents(commands, env)
+def run_agents(commands, timeout, env=None, extra_envs=None):
+    agents = Agents(commands, env, extra_envs)
     try:
         outputs, seconds = agents.wait(timeout)
         return outputs, seconds, agents.orphans()
@@ -108,11 +111,14 @@ def one_node(config, *args, env=None, timeout=120):
     return rc, out
 
 
-def two_nodes(config, *args, env=None, timeout=120):
+def two_nodes(config, *args, env=None, second_env=None, timeout=120):
+    """Two agents; the first hosts the rendezvous store (as a job's first node does), so a test that
+    kills the second node's worker keeps the store the survivor reports through."""
     endpoint = f"--rdzv-endpoint=127.0.0.1:{free_port()}"
-    command = torchrun_args("--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", endpoint,
-                            "--rdzv-id=elastic-test", "--local-addr=127.0.0.1", *args, TASK, "--config", config)
-    return run_agents([command, command], timeout, env)
+    commands = [torchrun_args("--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", endpoint,
+                              f"--rdzv-conf=is_host={int(host)}", "--rdzv-id=elastic-test",
+                              "--local-addr=127.0.0.1", *args, TASK, "--config", config) for host in (True, False)]
+    return run_agents(commands, timeout, env, [{}, second_env or {}])
 
 
 def one_process(config, *args, timeout=120):
@@ -167,16 +173,20 @@ def test_two_nodes_equal_one_node(tmp_path, reference):
 
 
 def test_lost_peer_ends_the_job_with_the_rank_named(tmp_path):
-    # restarts off: global rank 1 (on either node) dies after the first checkpoint, without a barrier
-    # a loader worker per rank: it must not outlive its rank
+    # restarts off: the second node's worker (global rank 0 or 1) dies after the first checkpoint,
+    # without a barrier; the first node hosts the rendezvous store, as a real job's first node does.
+    # A loader worker per rank: it must not outlive its rank
     config = write_config(tmp_path, "run", **{**RUN, "dist": {"backend": "gloo", "timeout": 3.0},
                                               "data": {"num_workers": 1}})
-    outputs, seconds, orphans = two_nodes(config, "--max-restarts=0",
-                                          env={"ELASTIC_KILL": "6:1", "ELASTIC_KILL_ONLY": "1"})
+    outputs, seconds, orphans = two_nodes(config, "--max-restarts=0", env={"ELASTIC_KILL_ONLY": "1"},
+                                          second_env={"ELASTIC_KILL": "6:*"})
     assert all(rc != 0 for rc, _ in outputs)
     text = "\n".join(out for _, out in outputs)
-    assert "ELASTIC_KILL: rank 1 kills itself after iteration 6" in text
-    assert "error: rank 0: a collective failed: lost rank 1 of 2 (no answer within 3 s" in text, text[-3000:]
+    killed = re.search(r"ELASTIC_KILL: rank (\d) kills itself after iteration 6", text)
+    assert killed, text[-3000:]
+    lost = int(killed.group(1))
+    assert f"error: rank {1 - lost}: a collective failed: lost rank {lost} of 2 (no answer within 3 s" in text, \
+        text[-3000:]
     assert seconds < 60
     assert not orphans
     checkpoints = os.path.join(tmp_path, "run", "checkpoints")
