@@ -90,14 +90,15 @@ class GroundTruth(dict):
 
 def prepare_ground_truth(gt, log: bool = True) -> GroundTruth:
     """The ground truth every evaluation uses: ``gt`` (a path, a dict or a COCO object) validated by
-    :func:`detection.annotations.clean_coco`, annotation ids renumbered 1..N (see the module
+    :func:`detection.annotations.clean_coco` (once: a COCO from ``load_coco_json`` brings its cleaning), annotation ids renumbered 1..N (see the module
     docstring). DataError when it has no usable annotation. ``log``: log its summary line (a warning
     when something was dropped). A :class:`GroundTruth` is returned as it is."""
     if isinstance(gt, GroundTruth):
         return gt
-    data = load_gt_dataset(gt)
-    source = str(gt) if isinstance(gt, (str, os.PathLike)) else "ground truth"
-    cleaning = clean_coco(data, source)
+    cleaning = getattr(gt, "cleaning", None)  # a COCO that detection.coco.load_coco_json already cleaned
+    if cleaning is None:
+        source = str(gt) if isinstance(gt, (str, os.PathLike)) else "ground truth"
+        cleaning = clean_coco(load_gt_dataset(gt), source)
     cleaning.require_usable()
     prepared = GroundTruth(cleaning.data)
     prepared["annotations"] = [dict(ann, id=i + 1) for i, ann in enumerate(cleaning.data["annotations"])]

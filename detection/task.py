@@ -19,7 +19,7 @@ from .build import build_detector
 from .coco_dataset import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
 from .coco_results import write_results_file
-from .evaluation import COCOEvaluator, format_table
+from .evaluation import COCOEvaluator, format_table, prepare_ground_truth
 from .transforms import build_train_transform
 from .weights import REMEDY, label_space, load_detector_weights
 
@@ -44,6 +44,7 @@ class DetectionTask:
         self.training = training
         self._train_set: Optional[ConcatCocoDetection] = None
         self._val_set: Optional[CocoDetection] = None
+        self._ground_truth = None  # the validation set's ground truth, prepared once for every evaluation
         # Evaluation reads model.weights once, here: the label space now, the weights in build_model.
         self._weights_checkpoint = None
         if not training and cfg.model.weights:
@@ -214,7 +215,10 @@ class DetectionTask:
     def evaluate(self, model: nn.Module) -> dict:
         dataset = self.val_dataset()
         iou_types = ("bbox", "segm") if self.cfg.model.mask else ("bbox",)
-        evaluator = COCOEvaluator(dataset.json_path, iou_types, backend=self.cfg.test.backend,
+        if self._ground_truth is None:
+            # the records the validation set already read and cleaned, not the json again at every evaluation
+            self._ground_truth = prepare_ground_truth(dataset.coco)
+        evaluator = COCOEvaluator(self._ground_truth, iou_types, backend=self.cfg.test.backend,
                                   contiguous_to_id=self.contiguous_to_id())
         from engine.dist import get_world_size
         per_rank = max(1, self.cfg.test.ims_per_batch // get_world_size())
