@@ -342,11 +342,20 @@ def write_metrics_json(metrics: Dict[str, Dict[str, float]], path: str) -> None:
     write_json(path, merged)  # strict JSON: a metric without ground truth is null, never NaN
 
 
+def default_metrics_path(results_json: str) -> str:
+    """Where the metrics of ``results_json`` go without ``output``: ``results.json`` beside it, or
+    ``metrics.json`` when the results file is itself called results.json (never over the input)."""
+    folder = os.path.dirname(os.path.abspath(results_json))
+    path = os.path.join(folder, "results.json")
+    return os.path.join(folder, "metrics.json") if os.path.abspath(results_json) == path else path
+
+
 def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox",
                           backend: str = "faster_coco_eval",
                           output: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Evaluate a results file against a ground-truth json; write the metrics to ``output``
-    (default ``results.json`` beside the results file) and return them.
+    (default :func:`default_metrics_path`: ``results.json`` beside the results file, ``metrics.json``
+    when that is the results file) and return them.
 
     Bad input (missing file, not a list, unknown image or category ids) raises DataError naming the
     file and the record.
@@ -357,7 +366,5 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox
     results = load_results_file(results_json, gt_dataset, iou_type)
     metrics, per_category = evaluate_results(gt_dataset, results, iou_type, backend)
     out = {iou_type: metrics, f"{iou_type}_per_category": per_category}
-    if output is None:
-        output = os.path.join(os.path.dirname(os.path.abspath(results_json)), "results.json")
-    write_metrics_json(out, output)
+    write_metrics_json(out, output or default_metrics_path(results_json))
     return out

@@ -5,8 +5,9 @@
     torchrun --nproc_per_node=8 tools/eval_coco.py --config C.yaml --weights W.pth
 
 Prints the 12 COCO numbers and the per-category AP table and writes them in percent to OUT.json
-(results file mode: default results.json beside R.json; model mode: output_dir/results_eval.json,
-with the results file the model produced in output_dir/inference/). In model mode each rank runs
+(results file mode: default results.json beside R.json, metrics.json when R is itself
+results.json; model mode: output_dir/results_eval.json, with the results file the model produced in
+output_dir/inference/). In model mode each rank runs
 the model over its shard of data.val[0]; rank 0 evaluates. Bad input: one line on stderr, exit 2.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt", metavar="G.json", help="ground-truth COCO annotation file")
     parser.add_argument("--results", metavar="R.json", help="results file (the format COCO.loadRes reads)")
     parser.add_argument("--iou-type", default="bbox", choices=["bbox", "segm"])
-    parser.add_argument("--output", metavar="OUT.json", help="metrics file (default: results.json beside R.json)")
+    parser.add_argument("--output", metavar="OUT.json", help="metrics file (default: results.json beside R.json; metrics.json if R is results.json)")
     parser.add_argument("--backend", default="faster_coco_eval", choices=[*BACKENDS, "onnxruntime"],
                         help="COCO evaluation backend; onnxruntime: run --weights, a .onnx of tools/export.py, on "
                              "ONNX Runtime (COCO numbers by faster_coco_eval)")
@@ -100,8 +101,9 @@ def main(argv=None) -> int:
     except DataError as e:
         fail(str(e))
     print(format_table(metrics), end="")
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.results)), "results.json")
-    print(f"metrics written to {output}")
+    from detection.evaluation import default_metrics_path
+
+    print(f"metrics written to {args.output or default_metrics_path(args.results)}")
     return 0
 
 

@@ -165,6 +165,17 @@ def test_eval_coco_tool(gt_and_results, tmp_path):
     assert set(written) == {"bbox", "bbox_per_category"}
     assert abs(written["bbox"]["AP"] - expected["bbox"]["AP"]) < 1e-10 and written["bbox"]["APl"] is None
 
+    # a results file called results.json is the input: the metrics go to metrics.json beside it
+    own = tmp_path / "own"
+    own.mkdir()
+    named = write_json(json.load(open(res_path)), str(own / "results.json"))
+    run = subprocess.run([sys.executable, os.path.join(TOOLS, "eval_coco.py"), "--gt", path, "--results", named],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"metrics written to {own / 'metrics.json'}" in run.stdout
+    assert json.load(open(named)) == json.load(open(res_path))  # the input is untouched
+    assert abs(json.load(open(own / "metrics.json"))["bbox"]["AP"] - expected["bbox"]["AP"]) < 1e-10
+
 
 @pytest.mark.parametrize("bad, message", [
     ({"not": "a list"}, "must be a JSON list"),
