@@ -90,11 +90,12 @@ def _config(cfg: Union[BackboneConfig, str], overrides: dict) -> BackboneConfig:
 def _resnet_options(cfg: BackboneConfig, net: _Network) -> dict:
     return dict(norm=cfg.norm, freeze_at=cfg.freeze_at, stride_in_1x1=cfg.stride_in_1x1,
                 shortcut=net.shortcut if cfg.shortcut == "auto" else cfg.shortcut,
-                dilation=list(cfg.dilation), zero_init_residual=cfg.zero_init_residual)
+                dilation=list(cfg.dilation), zero_init_residual=cfg.zero_init_residual, width=cfg.width)
 
 
 # Fields that only our ResNets understand, at the values that ask for nothing special.
-_TIMM_NEUTRAL = {"stride_in_1x1": (False,), "shortcut": ("auto", "B"), "zero_init_residual": (False,)}
+_TIMM_NEUTRAL = {"stride_in_1x1": (False,), "shortcut": ("auto", "B"), "zero_init_residual": (False,),
+                 "width": (None,)}
 # timm's classifiers are timm's own networks: they take none of the backbone options either.
 _TIMM_CLASSIFIER_NEUTRAL = dict(_TIMM_NEUTRAL, norm=("BN",), freeze_at=(0,), dilation=([1, 1],))
 

@@ -44,6 +44,9 @@ class BackboneConfig:
     # null: the network's own outputs (every stage; timm: every level but the stem)
     out_features: Optional[List[str]] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
     zero_init_residual: bool = False  # last norm of each block starts at zero
+    # channels of the first stage, the others in proportion (ResNet-18 at 32: 32, 64, 128, 256;
+    # 4x fewer multiply-adds); null: the network's own (64 for ImageNet ResNets, 16 for CIFAR ones)
+    width: Optional[int] = None
     lr_mult: float = 1.0  # backbone learning rate = base_lr * lr_mult (fine-tuning)
 
     def validate(self, prefix: str = "") -> None:
@@ -54,6 +57,8 @@ class BackboneConfig:
         if len(self.dilation) != 2 or any(d not in (1, 2, 4) for d in self.dilation):
             raise ConfigError(f"{prefix}dilation: expected [res4, res5] dilations from 1, 2, 4, "
                               f"got {list(self.dilation)}")
+        if self.width is not None and self.width < 1:
+            raise ConfigError(f"{prefix}width: expected a positive number of channels (or null), got {self.width}")
         if not 0 <= self.freeze_at <= 5:
             raise ConfigError(f"{prefix}freeze_at: expected 0..5, got {self.freeze_at}")
         if self.weights and is_weights_name(self.weights):  # torchvision:..., timm:..., detectron2://...

@@ -22,7 +22,7 @@ Options beyond torchvision:
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Type, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -258,8 +258,11 @@ class ResNet(Backbone):
         freeze_at: int = 0,
         dilation: Sequence[int] = (1, 1),
         zero_init_residual: bool = False,
+        width: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if width is not None:  # this network's widths, in place of the class's (the paper's)
+            self.stage_widths, self.stem_channels = self.scaled_widths(width)
         if len(layers) != len(self.stage_widths):
             raise ValueError(f"expected {len(self.stage_widths)} stage depths, got {list(layers)}")
         stage_names = [f"res{i + 2}" for i in range(len(layers))]
@@ -283,7 +286,7 @@ class ResNet(Backbone):
         last = len(stage_names) if num_classes is not None else max(valid.index(f) for f in out_features)
         self.out_channels = {"stem": self.stem_channels}
         self.strides = {"stem": self.stem_stride}
-        for spec in self.stage_specs(block, layers, dilation)[:last]:
+        for spec in self.stage_specs(block, layers, dilation, width=width)[:last]:
             stage = make_stage(block, spec.inplanes, spec.planes, spec.blocks, spec.stride, spec.dilation,
                                spec.first_dilation, plain=plain, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
                                norm=norm)
@@ -308,20 +311,33 @@ class ResNet(Backbone):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     @classmethod
-    def stage_specs(cls, block: Block, layers: Sequence[int], dilation: Sequence[int] = (1, 1)) -> List["StageSpec"]:
-        """Where each stage starts and what it makes, without building anything (the network's plan)."""
+    def scaled_widths(cls, width: int) -> Tuple[Tuple[int, ...], int]:
+        """``(stage widths, stem channels)`` with the first stage ``width`` wide and the rest in the
+        class's proportions (ResNet-18 at ``width=32``: stem 32, stages 32, 64, 128, 256)."""
+        if width < 1:
+            raise ValueError(f"width must be a positive number of channels, got {width}")
+        base = cls.stage_widths[0]
+        return tuple(w * width // base for w in cls.stage_widths), cls.stem_channels * width // base
+
+    @classmethod
+    def stage_specs(cls, block: Block, layers: Sequence[int], dilation: Sequence[int] = (1, 1),
+                    width: Optional[int] = None) -> List["StageSpec"]:
+        """Where each stage starts and what it makes, without building anything (the network's plan).
+        ``width``: the first stage's width, the others scaled alike (None: the class's own widths)."""
+        stage_widths, stem_channels = cls.scaled_widths(width) if width is not None else \
+            (cls.stage_widths, cls.stem_channels)
         dilation = list(dilation)
         if len(dilation) != 2 or dilation[1] < dilation[0] or any(d < 1 for d in dilation):
             raise ValueError(f"dilation [res4, res5] must be positive and non-decreasing, got {dilation}")
         stage_dilations = {"res4": dilation[0], "res5": dilation[1]}
         specs = []
-        inplanes, stride_now, previous_dilation = cls.stem_channels, cls.stem_stride, 1
-        for i, (blocks, width) in enumerate(zip(layers, cls.stage_widths)):
+        inplanes, stride_now, previous_dilation = stem_channels, cls.stem_stride, 1
+        for i, (blocks, planes) in enumerate(zip(layers, stage_widths)):
             name = f"res{i + 2}"
             d = stage_dilations.get(name, 1)
             stride = 1 if i == 0 or d > 1 else 2  # a dilated stage keeps its input resolution
-            out = width * block.expansion
-            specs.append(StageSpec(name, f"layer{i + 1}", inplanes, width, blocks, stride, d, previous_dilation,
+            out = planes * block.expansion
+            specs.append(StageSpec(name, f"layer{i + 1}", inplanes, planes, blocks, stride, d, previous_dilation,
                                    out, stride_now * stride))
             inplanes, stride_now, previous_dilation = out, stride_now * stride, d
         return specs
@@ -329,10 +345,11 @@ class ResNet(Backbone):
     @classmethod
     def build_stage(cls, block: Block, layers: Sequence[int], stage: str, *, plain: bool = False,
                     shortcut: str = "B", stride_in_1x1: bool = False, norm: str = "BN", freeze_at: int = 0,
-                    dilation: Sequence[int] = (1, 1), zero_init_residual: bool = False) -> nn.Sequential:
+                    dilation: Sequence[int] = (1, 1), zero_init_residual: bool = False,
+                    width: Optional[int] = None) -> nn.Sequential:
         """Stage ``stage`` (``res3``..) alone, exactly as the whole network would build, initialise and
         freeze it; ``in_channels`` and ``out_channels`` are set on the returned module."""
-        specs = {s.name: s for s in cls.stage_specs(block, layers, dilation)}
+        specs = {s.name: s for s in cls.stage_specs(block, layers, dilation, width=width)}
         if stage not in specs or stage == "res2":
             raise ValueError(f"stage '{stage}': choose one of {', '.join(n for n in specs if n != 'res2')}")
         if zero_init_residual and plain:

@@ -252,7 +252,8 @@ def load_weights(model: nn.Module, source, format: str = "auto", strict_shapes: 
             value = torch.full_like(value, 1.0 - getattr(module, "eps", 1e-5))
         renamed[dst_key] = value
     to_load, report = match_state(renamed, model, read.name, allow_mismatch=not strict_shapes,
-                                  remedy="check the architecture and its options, or load with strict_shapes=False",
+                                  remedy="check the architecture and its options (model.backbone.name, width, "
+                                         "stride_in_1x1), or load with strict_shapes=False",
                                   weights_names={d: s for s, d in mapping.items()})
     model.load_state_dict(to_load, strict=False)
     report.format, report.mapping = found, rules

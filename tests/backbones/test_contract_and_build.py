@@ -154,3 +154,34 @@ def test_timm_checkpoint_loads_into_timm_backbone():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(backbone(x)["res5"], source.forward_features(x), atol=1e-5)
+
+
+def test_width_scales_every_stage_and_the_weights_follow(tmp_path):
+    """``width`` (the demo's ResNet-18 at 32): every stage in proportion, a quarter of the
+    multiply-adds, the same module names; its weights load into the same width and are refused by
+    the paper's width with the mismatch named."""
+    from backbones.flops import count_macs
+
+    half = build_classifier("resnet18", 8, width=32)
+    full = build_classifier("resnet18", 8)
+    assert half.conv1.out_channels == 32 and half.fc.in_features == 256
+    assert [m.conv1.out_channels for m in (half.layer1[0], half.layer2[0], half.layer3[0], half.layer4[0])] == \
+        [32, 64, 128, 256]
+    assert set(half.state_dict()) == set(full.state_dict())
+    ratio = count_macs(half, (1, 3, 224, 224)) / count_macs(full, (1, 3, 224, 224))
+    assert 0.24 < ratio < 0.27, ratio
+    assert build_backbone("resnet18", width=32).out_channels == {"res2": 32, "res3": 64, "res4": 128, "res5": 256}
+    assert build_resnet_stage("resnet50", "res5", width=32).out_channels == 1024
+    assert build_classifier("cifar_resnet20", 10, width=32).fc.in_features == 128  # 32, 64, 128
+
+    path = tmp_path / "half.pth"
+    torch.save(half.state_dict(), path)
+    loaded = build_backbone(BackboneConfig(name="resnet18", width=32, weights=str(path)))
+    assert loaded.load_report.loaded and not loaded.load_report.mismatched
+    assert torch.equal(loaded.layer3[1].conv2.weight, half.layer3[1].conv2.weight)
+    with pytest.raises(ValueError, match="shape"):
+        build_backbone(BackboneConfig(name="resnet18", weights=str(path)))
+    with pytest.raises(ValueError, match="width"):
+        BackboneConfig(name="resnet18", width=0).validate()
+    with pytest.raises(ValueError, match="width"):
+        build_backbone("timm:resnet18", width=32)
