@@ -83,7 +83,7 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
         labels = predictor(image)
         stem = os.path.splitext(os.path.basename(path))[0]
         cv2.imwrite(os.path.join(args.output, stem + "_labels.png"), labels.astype(np.uint8))
-        write_rgb(os.path.join(args.output, stem + ".png"), overlay(image, labels))
+        write_rgb(os.path.join(args.output, stem + ".png"), overlay(image, labels, names=predictor.class_names))
         counts = np.bincount(labels.reshape(-1), minlength=len(predictor.class_names))
         records.append({"file_name": os.path.basename(path),
                         "pixels": {predictor.class_names[i]: int(c) for i, c in enumerate(counts) if c}})

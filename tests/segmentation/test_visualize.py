@@ -21,3 +21,17 @@ def test_colorize_and_overlay():
     out = overlay(image, labels, alpha=0.5)
     assert out[0, 0].tolist() == [100, 100, 100] and out[1, 0].tolist() == [100, 100, 100]  # bg, ignore kept
     assert out[0, 1].tolist() == [114, 50, 50]  # (100 + 128) / 2, 100 / 2
+
+
+def test_overlay_with_names_outlines_and_labels_each_region():
+    labels = np.zeros((64, 64), np.int64)
+    labels[20:44, 10:30] = 1
+    labels[30:50, 40:60] = 2
+    image = np.full((64, 64, 3), 100, np.uint8)
+    plain = overlay(image, labels)
+    named = overlay(image, labels, names=["background", "circle", "square"])
+    changed = np.any(named != plain, axis=2)
+    assert changed[20, 10:30].all() and changed[43, 10:30].all()  # the outline of region 1
+    assert changed[:20].any()  # its name above it, on the background
+    assert not changed[60:, :35].any()  # far from both regions nothing is drawn
+    assert np.array_equal(named[25:40, 15:25], plain[25:40, 15:25])  # inside the region: the blend alone
