@@ -35,7 +35,7 @@ __all__ = ["infer_resnet_name", "TransferResult", "transfer_weights", "ARCH_OPTI
 
 # Options that change which tensors a network has or what they mean; the others (freeze_at,
 # dilation, out_features, ...) are choices of the task that uses the backbone.
-ARCH_OPTIONS = ("shortcut", "stride_in_1x1", "norm")
+ARCH_OPTIONS = ("shortcut", "stride_in_1x1", "norm", "width")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _is_reskit(obj, fmt: str) -> bool:
 
 
 def _arch_options(options: Mapping) -> dict:
-    out = {k: options[k] for k in ARCH_OPTIONS if k in options}
+    out = {k: options[k] for k in ARCH_OPTIONS if k in options and not (k == "width" and options[k] is None)}
     if out.get("norm") in ("SyncBN", "FrozenBN"):  # same tensors as BN; the user of the backbone chooses
         out["norm"] = "BN"
     return out
@@ -87,6 +87,9 @@ def _from_foreign(read: WeightsFile, fmt: str) -> Converted:
     state, _ = to_backbone_state_dict(full, "torchvision")  # drop fc and wrapper prefixes
     found = "torchvision" if found == "auto" else found
     options = {"stride_in_1x1": True} if found == "msra" else {}
+    stem = state.get("conv1.weight")
+    if stem is not None and stem.ndim == 4 and stem.shape[-1] == 7 and stem.shape[0] != 64:
+        options["width"] = int(stem.shape[0])  # an ImageNet ResNet's stem is as wide as its first stage
     return Converted(state, input_norm or dict(TORCHVISION_INPUT_NORM), found, None, options, _dropped(full, state))
 
 

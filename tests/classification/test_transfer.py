@@ -103,6 +103,29 @@ def test_our_classification_checkpoint_prefers_ema_and_keeps_the_recorded_archit
     assert not report.missing and not report.unexpected and backbone.input_norm == meta["input_norm"]
 
 
+def test_a_narrower_network_keeps_its_width(tmp_path):
+    """model.backbone.width: recorded by our checkpoints, read off the stem of a bare state dict; the
+    backbone written loads whole into a detector backbone of that width only."""
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 8, width=32)
+    meta = {"task": "classification", "class_names": list("abcdefgh"),
+            "backbone": {"name": "resnet18", "options": {"norm": "BN", "shortcut": "B", "stride_in_1x1": False,
+                                                        "width": 32}}}
+    recorded = str(tmp_path / "model_final.pth")
+    torch.save({"model": model.state_dict(), "meta": meta}, recorded)
+    bare = str(tmp_path / "bare.pth")
+    torch.save(model.state_dict(), bare)
+    for src in (recorded, bare):
+        result = transfer_weights(src, str(tmp_path / "bb.pth"))
+        assert result.options["width"] == 32 and result.complete, (src, result.options)
+        backbone = build_backbone("resnet18", width=32, norm="FrozenBN", out_features=STAGES)
+        report = load_weights(backbone, str(tmp_path / "bb.pth"))
+        assert not report.missing and not report.mismatched
+        assert torch.equal(backbone.layer4[1].conv2.weight, model.layer4[1].conv2.weight)
+    torch.save(build_classifier("resnet18", 8).state_dict(), bare)  # the paper's width: nothing to record
+    assert "width" not in transfer_weights(bare, str(tmp_path / "bb64.pth")).options
+
+
 def test_msra_timm_and_safetensors_sources(tmp_path):
     torch.manual_seed(0)
     ours = _randomize_bn(build_classifier("resnet50", 1000, stride_in_1x1=True))
