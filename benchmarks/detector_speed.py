@@ -55,6 +55,21 @@ def best_and_median(times):
     return min(times), statistics.median(times)
 
 
+def profile_inference(run_tv, run_ours, rows: int = 12) -> None:
+    """Where each side's inference time goes: torch.profiler's operators by self CPU time, one run each."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, run in (("torchvision", run_tv), ("ours", run_ours)):
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"profile, {name}: {total / 1e6:.3f} s of operator time")
+        for e in events[:rows]:
+            print(f"  {e.key[:48]:<48} {e.self_cpu_time_total / 1e6:7.3f} s  {100 * e.self_cpu_time_total / total:5.1f}%"
+                  f"  x{e.count}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=800, help="shorter side (test min_size)")
@@ -64,6 +79,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timing, one profiled inference of each side: the operators by self CPU time")
     parser.add_argument("--box-tol", type=float, default=1e-2, help="px, for the equality check")
     parser.add_argument("--precision", default="auto", help="ours, inference and training: solver.amp's values")
     parser.add_argument("--channels-last", default="auto", help="ours, training: solver.channels_last's values")
@@ -114,6 +131,8 @@ def main():
     our_best, our_med = best_and_median(times["ours"][1:])
     print(f"inference s/batch  torchvision {tv_best:.3f} (median {tv_med:.3f})  "
           f"ours {our_best:.3f} (median {our_med:.3f})  ratio {tv_best / our_best:.2f}x (goal >= 1.5x)")
+    if args.profile:
+        profile_inference(lambda: tv(tv_inputs), lambda: ours.predict_batch(images))
     if args.skip_training:
         return
 
