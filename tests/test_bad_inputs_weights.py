@@ -45,9 +45,10 @@ def files(tmp_path_factory):
     paths = {"data": data, "det": str(root / "mask_rcnn.pth"), "cls": str(root / "classifier.pth"),
              "backbone": str(root / "backbone.pth")}
     save_checkpoint(paths["det"], {"model": det.state_dict(), "meta": meta})
-    save_checkpoint(paths["cls"], {"model": build_classifier("resnet18", num_classes=6).state_dict(),
+    width = cfg.model.backbone.width  # the demo config's network
+    save_checkpoint(paths["cls"], {"model": build_classifier("resnet18", num_classes=6, width=width).state_dict(),
                                    "meta": {"task": KIND_CLASSIFICATION}})
-    save_checkpoint(paths["backbone"], {"model": build_backbone("resnet18").state_dict(),
+    save_checkpoint(paths["backbone"], {"model": build_backbone("resnet18", width=width).state_dict(),
                                         "meta": {"task": KIND_BACKBONE}})
     (root / "weights.json").write_text('{"model": {"conv1.weight": [1, 2]}}')
     (root / "weights.txt").write_text("conv1.weight 0.1 0.2\n")
