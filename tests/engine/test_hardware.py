@@ -62,10 +62,12 @@ def test_the_emulation_variables_of_a_plain_cpu_are_followed():
     assert out.stdout.split() == ["AVX2", "fp32"]
 
 
-def test_cpu_training_keeps_the_default_layout(monkeypatch):
-    p = hardware.Precision("bf16", "test")
-    assert hardware.choose_channels_last("auto", CPU, p)[0] is False
-    assert hardware.choose_channels_last(True, CPU, p)[0] is True
+def test_cpu_training_layout_follows_the_precision(monkeypatch):
+    fp32, bf16 = hardware.Precision("fp32", "test"), hardware.Precision("bf16", "test")
+    assert hardware.choose_channels_last("auto", CPU, fp32)[0] is False  # fp32: the default layout
+    assert hardware.choose_channels_last("auto", CPU, bf16)[0] is True  # bf16: channels-last
+    assert hardware.choose_channels_last(True, CPU, fp32)[0] is True
+    assert hardware.choose_channels_last(False, CPU, bf16)[0] is False
 
 
 def test_threads_leave_room_for_loader_workers_and_the_user_wins(monkeypatch):
@@ -170,11 +172,13 @@ def test_the_trainer_follows_the_cpu_and_records_its_choice(tmp_path, monkeypatc
     assert seen == [{"fp32": None, "bf16": torch.bfloat16}[expected]] * 2
     record = json.loads((out / "hardware.json").read_text())
     assert record["precision"] == expected and record["cpu_capability"] == capability
-    assert record["channels_last"] is False and record["num_workers"] == 0
+    assert record["channels_last"] is (expected == "bf16") and record["num_workers"] == 0
     log = (out / "log.txt").read_text()
     reason = {"fp32": "precision: fp32 (CPU capability AVX2: no native bf16 -> fp32)",
               "bf16": "precision: bf16 (CPU capability AVX512 with native bf16 -> bf16)"}[expected]
-    assert reason in log and "memory layout: default (NCHW)" in log
+    layout = {"fp32": "memory layout: default (NCHW) (CPU fp32 training",
+              "bf16": "memory layout: channels-last (CPU bf16 training"}[expected]
+    assert reason in log and layout in log, log
 
 
 def test_every_tool_sets_the_wait_policy_before_torch():
