@@ -37,7 +37,7 @@ CPU_SECONDS: dict = {}
 FLOORS = {"classification top-1": 95.0, "box AP": 50.0, "mask AP": 50.0, "semantic mIoU": 80.0}
 
 
-def run(stage: str, cmd: list, timings: dict, run_dir: str = "", chosen: dict = None) -> None:
+def run(stage: str, cmd: list, timings: dict, run_dir: str = "", chosen: dict = None, processes: int = 1) -> None:
     print(f"\n== {stage}\n$ {' '.join(cmd)}", flush=True)
     start, cpu = time.perf_counter(), _children_cpu()
     result = subprocess.run(cmd, cwd=ROOT)
@@ -50,13 +50,17 @@ def run(stage: str, cmd: list, timings: dict, run_dir: str = "", chosen: dict = 
     if hardware and os.path.isfile(hardware):
         h = load(hardware)
         chosen[stage] = h
-        ranks = next((int(a.split("=")[1]) for a in cmd if a.startswith("--nproc_per_node=")), 1)
-        h["processes"] = ranks
-        what = (f" ({h['precision']}, {'channels-last' if h['channels_last'] else 'NCHW'}, "
-                f"{f'{ranks} processes x ' if ranks > 1 else ''}{h['threads']} thread{'s' if h['threads'] != 1 else ''})")
+        h["processes"] = processes
+        what = (f" ({_layout(h)}, {f'{processes} processes x ' if processes > 1 else ''}"
+                f"{h['threads']} thread{'s' if h['threads'] != 1 else ''})")
     # CPU seconds beside the wall clock: on a machine shared with other work the wall clock grows,
     # the stage's own CPU time much less (about 2x the wall clock on 2 free cores)
     print(f"-- {stage}: {timings[stage]:.0f} s, {CPU_SECONDS[stage]:.0f} CPU s{what}", flush=True)
+
+
+def _layout(h: dict) -> str:
+    """Precision and memory layout a stage ran in, from its hardware.json."""
+    return f"{h['precision']}, {'channels-last' if h['channels_last'] else 'NCHW'}"
 
 
 def _children_cpu() -> float:
@@ -151,8 +155,7 @@ def print_figures(results: dict, timings: dict, chosen: dict, quick: bool = Fals
     met = True
     for stage, seconds in timings.items():
         h = chosen.get(stage)
-        how = (f"{h['precision']}, {'channels-last' if h['channels_last'] else 'NCHW'}"
-               + (f", {h['processes']} processes" if h.get("processes", 1) > 1 else "")) if h else ""
+        how = (_layout(h) + (f", {h['processes']} processes" if h.get("processes", 1) > 1 else "")) if h else ""
         cells = []
         for name, value in [got[stage]] + ([mask] if stage == "train Mask R-CNN" else []) if stage in got else []:
             ok = value is not None and value >= FLOORS[name]
@@ -203,12 +206,12 @@ def main():
             f"data.val.0.json={data}/val.json", f"data.val.0.images={data}/val"]
     run("train Mask R-CNN", [*train, "tools/train_det.py", "--config", "configs/demo/shapes_mask_rcnn.yaml",
                              f"output_dir={out}/mask_rcnn", f"model.backbone.weights={backbone}",
-                             *coco, *quick.get("det", [])], timings, f"{out}/mask_rcnn", chosen)
+                             *coco, *quick.get("det", [])], timings, f"{out}/mask_rcnn", chosen, processes)
     seg_data = [f"data.train.0.coco.json={data}/train.json", f"data.train.0.coco.images={data}/train",
                 f"data.val.0.coco.json={data}/val.json", f"data.val.0.coco.images={data}/val"]
     run("train semantic FPN", [*train, "tools/train_seg.py", "--config", "configs/demo/shapes_semantic.yaml",
                                f"output_dir={out}/semantic", f"model.weights={out}/mask_rcnn/model_final.pth",
-                               *seg_data, *quick.get("seg", [])], timings, f"{out}/semantic", chosen)
+                               *seg_data, *quick.get("seg", [])], timings, f"{out}/semantic", chosen, processes)
     samples = os.path.join(out, "samples")
     os.makedirs(samples)
     for name in sorted(os.listdir(os.path.join(data, "val")))[:6]:
