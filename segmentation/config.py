@@ -42,6 +42,9 @@ class SegModelConfig:
     # in model.weights, e.g. [classifier, rpn, roi_heads] to start from a detector (segmentation.weights).
     weights_partial: List[str] = field(default_factory=list)
     ignore_index: int = 255  # label of pixels that count neither in the loss nor in the metrics
+    # Fraction of the (not ignored) pixels, hardest first, the cross-entropy averages over: hard pixel
+    # mining, detectron2 Panoptic-DeepLab's LOSS_TOP_K (0.2 there). 1.0: every pixel (torchvision).
+    loss_top_k: float = 1.0
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "head", self.head, list(HEADS))
@@ -56,6 +59,9 @@ class SegModelConfig:
                               f"and needs them undilated ([1, 1]); got {self.backbone.dilation}")
         if self.aux_weight < 0:
             raise ConfigError(f"{prefix}aux_weight: must be >= 0, got {self.aux_weight}")
+        if not 0.0 < self.loss_top_k <= 1.0:
+            raise ConfigError(f"{prefix}loss_top_k: the fraction of pixels the loss averages over, in (0, 1]; "
+                              f"got {self.loss_top_k}")
 
 
 @dataclass

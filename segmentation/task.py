@@ -37,15 +37,28 @@ logger = logging.getLogger(__name__)
 __all__ = ["SemanticSegmentationTask", "segmentation_loss"]
 
 
-def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
-    """Cross-entropy averaged over the pixels that are not ``ignore_index``.
+def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, top_k: float = 1.0) -> Tensor:
+    """Cross-entropy averaged over the pixels that are not ``ignore_index``, or over the hardest
+    ``top_k`` fraction of them.
 
     ``F.cross_entropy(..., ignore_index=...)`` with mean reduction divides by the number of valid
     pixels, which is 0 for a crop that holds only ignored pixels and gives NaN (the trainer would stop
     on it); summing and dividing by at least 1 gives the same value otherwise, and 0 there.
+
+    ``top_k < 1`` is hard pixel mining (detectron2's Panoptic-DeepLab ``DeepLabCE``, LOSS_TOP_K):
+    only the largest per-pixel losses count, so the few pixels of small objects and of boundaries are
+    not outvoted by a background that is already right. Unlike ``DeepLabCE``, ignored pixels are not
+    counted in the fraction.
     """
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    return total / (target != ignore_index).sum().clamp(min=1)
+    if top_k >= 1.0:
+        total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+        return total / (target != ignore_index).sum().clamp(min=1)
+    per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    per_pixel = per_pixel[target != ignore_index]
+    k = int(top_k * per_pixel.numel())
+    if k == 0:
+        return per_pixel.sum()  # nothing valid (0, still part of the graph) or too few pixels to mine
+    return per_pixel.topk(k, sorted=False).values.mean()
 
 
 class SemanticSegmentationTask:
@@ -159,9 +172,10 @@ class SemanticSegmentationTask:
         images, labels = batch
         outputs = model(images)
         ignore = self.cfg.model.ignore_index
-        losses = {"loss_seg": segmentation_loss(outputs["out"], labels, ignore)}
+        top_k = self.cfg.model.loss_top_k
+        losses = {"loss_seg": segmentation_loss(outputs["out"], labels, ignore, top_k)}
         if "aux" in outputs:
-            losses["loss_aux"] = self.cfg.model.aux_weight * segmentation_loss(outputs["aux"], labels, ignore)
+            losses["loss_aux"] = self.cfg.model.aux_weight * segmentation_loss(outputs["aux"], labels, ignore, top_k)
         return losses
 
     def checkpoint_meta(self) -> dict:
