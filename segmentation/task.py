@@ -55,9 +55,9 @@ def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, t
         return total / (target != ignore_index).sum().clamp(min=1)
     per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
     per_pixel = per_pixel[target != ignore_index]
-    k = int(top_k * per_pixel.numel())
-    if k == 0:
-        return per_pixel.sum()  # nothing valid (0, still part of the graph) or too few pixels to mine
+    if per_pixel.numel() == 0:
+        return per_pixel.sum()  # only ignored pixels: 0, and still part of the graph
+    k = max(1, int(top_k * per_pixel.numel()))  # at least the hardest pixel
     return per_pixel.topk(k, sorted=False).values.mean()
 
 

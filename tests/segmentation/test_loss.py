@@ -47,6 +47,14 @@ def test_only_ignored_pixels_give_zero_not_nan():
         loss.backward()
 
 
+def test_fewer_pixels_than_one_in_top_k_keep_the_hardest():
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.full((1, 4, 4), 255)
+    target[0, 0, :3] = torch.tensor([0, 1, 2])  # 3 labelled pixels, 20% of them is 0.6
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[target != 255]
+    torch.testing.assert_close(segmentation_loss(logits, target, top_k=0.2), per_pixel.max())
+
+
 def test_loss_top_k_outside_0_1_is_a_config_error():
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(ConfigError, match="loss_top_k"):
