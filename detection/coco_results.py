@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 import os
 from typing import Dict, Iterable, List, Optional
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from engine.data import DataError
 
+from .annotations import _is_number
 from .masks import masks_to_rles, segmentation_to_rle
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ def instances_to_coco_results(image_id: int, boxes, scores, labels, contiguous_t
             record["segmentation"] = rles[i]
         results.append(record)
     return results
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_results(results, gt_dataset: dict, iou_type: str, source: str = "results") -> None:

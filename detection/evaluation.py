@@ -26,7 +26,8 @@ import json
 import logging
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import sys
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from engine.data import DataError
@@ -50,7 +51,18 @@ def _silent(*args, **kwargs) -> None:
 def _backend(name: str):
     """(COCO class, COCOeval class, extra COCOeval kwargs) of a backend."""
     if name == "faster_coco_eval":
-        from faster_coco_eval import COCO, COCOeval_faster
+        # faster-coco-eval imports OpenCV when it can, for its boundary IoU only (faster_coco_eval.core.mask),
+        # which no evaluation here asks for: ~17 ms, a tenth of `eval_coco.py --results`'s whole process
+        # (benchmarks/eval_startup.py). Hidden for that one import when nothing has loaded it yet; a later
+        # `import cv2` (the data pipeline) loads it as usual.
+        hide_cv2 = "cv2" not in sys.modules
+        if hide_cv2:
+            sys.modules["cv2"] = None  # `import cv2` raises ImportError while this entry is None
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+        finally:
+            if hide_cv2 and sys.modules.get("cv2", "") is None:
+                del sys.modules["cv2"]
         return COCO, COCOeval_faster, {"print_function": _silent}
     if name == "pycocotools":
         from pycocotools.coco import COCO

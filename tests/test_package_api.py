@@ -28,6 +28,22 @@ def test_results_file_evaluation_starts_without_torch():
     assert not _imports_torch("import detection.evaluation")
 
 
+def test_faster_coco_eval_loads_without_opencv_and_opencv_still_loads_after():
+    # detection.evaluation hides cv2 while faster-coco-eval imports (its boundary IoU is never used):
+    # the import must not load OpenCV, must not break a later `import cv2`, and must leave an OpenCV
+    # that was loaded first alone
+    code = ("import sys\nfrom detection.evaluation import _backend\n_backend('faster_coco_eval')\n"
+            "print('cv2' in sys.modules)\nimport cv2\ncv2.resize\nprint('cv2' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+    code = ("import sys, cv2\nfrom detection.evaluation import _backend\n_backend('faster_coco_eval')\n"
+            "print(sys.modules['cv2'] is cv2)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"]
+
+
 def _tool_imports_torch(tool: str, args: list) -> bool:
     """Run tools/TOOL.py as a whole process and say whether torch was imported by its end."""
     code = ("import atexit, runpy, sys\n"
