@@ -20,7 +20,6 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import FPNOptions, build_backbone, build_resnet_stage, load_weights, timm_model_name
 from backbones.weights import check_backbone_fit
@@ -28,6 +27,7 @@ from backbones.norm import TORCHVISION_INPUT_NORM
 
 from .config import DetModelConfig, InputConfig
 from .heads import Res5BoxHead, Res5MaskHead, SingleLevelRoIPooler
+from .poolers import MultiScaleRoIAlign
 from .rcnn import RCNN, RCNNTransform
 
 logger = logging.getLogger(__name__)

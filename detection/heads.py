@@ -11,7 +11,9 @@ from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_pool
+
+from .poolers import roi_align
 
 
 class SingleLevelRoIPooler(nn.Module):
