@@ -8,6 +8,7 @@ Detection (Faster / Mask R-CNN checkpoints): OUT/predictions.json holds one reco
 the boxes, class names, scores and instance masks. Semantic segmentation checkpoints (the kind is
 read from the checkpoint): one PNG label map per image (``*_labels.png``, class indices) and one
 overlay in the class palette; predictions.json lists the pixel count of each class per image.
+Inputs that share a file name are named by their path (:func:`output_names`), never overwritten.
 """
 import argparse
 import glob
@@ -55,6 +56,37 @@ def list_images(paths) -> list:
     return files
 
 
+def output_names(files: list) -> dict:
+    """{input path: (name of its output PNGs without extension, its file_name in predictions.json)}.
+
+    The file's own name where it is unique among the inputs; where two inputs share a name
+    (photos/a.jpg and more/a.jpg, or a.jpg beside a.png) both are named by their path relative to the
+    inputs' common folder, separators as ``__`` and the extension kept (``photos__a_jpg``), so that no
+    output overwrites another and every record says which image it is about."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    count = {stem: stems.count(stem) for stem in stems}
+    shared = [f for f, stem in zip(files, stems) if count[stem] > 1]
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in shared]) if shared else ""
+    names, taken = {}, set()
+    for f, stem in zip(files, stems):
+        if count[stem] == 1:
+            name, label = stem, os.path.basename(f)
+        else:
+            label = os.path.relpath(os.path.abspath(f), root)
+            base, ext = os.path.splitext(label)
+            name = base.replace(os.sep, "__") + ext.replace(".", "_")
+        unique, k = name, 2
+        while unique in taken:  # a renamed input that meets another's own name
+            unique, k = f"{name}_{k}", k + 1
+        taken.add(unique)
+        names[f] = (unique, label)
+    if shared:
+        shown = ", ".join(f"{names[f][1]} -> {names[f][0]}.png" for f in shared[:4])
+        print(f"{len(shared)} inputs share a file name: their outputs are named by their path ({shown}"
+              f"{' ...' if len(shared) > 4 else ''})", flush=True)
+    return names
+
+
 def _say_empty(empty: list, files: list, threshold: float, model_threshold: float) -> None:
     """One line for the images where no detection reaches the drawing threshold, with their top scores."""
     if not empty:
@@ -78,14 +110,15 @@ def predict_semantic(args, files: list, checkpoint: dict) -> None:
     logging.getLogger("predict").info("model weights:\n%s", predictor.load_report)
     _say_hardware(predictor)
     records = []
+    names = output_names(files)
     for path in files:
         image = read_image(path)
         labels = predictor(image)
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem, file_name = names[path]
         cv2.imwrite(os.path.join(args.output, stem + "_labels.png"), labels.astype(np.uint8))
         write_rgb(os.path.join(args.output, stem + ".png"), overlay(image, labels, names=predictor.class_names))
         counts = np.bincount(labels.reshape(-1), minlength=len(predictor.class_names))
-        records.append({"file_name": os.path.basename(path),
+        records.append({"file_name": file_name,
                         "pixels": {predictor.class_names[i]: int(c) for i, c in enumerate(counts) if c}})
     write_json(os.path.join(args.output, "predictions.json"), records, indent=None)  # strict JSON (NaN -> null)
     print(f"{len(files)} images -> {args.output}")
@@ -138,21 +171,23 @@ def main():
     from detection.masks import masks_to_rles
 
     records, empty = [], []
+    names = output_names(files)
     for path in files:
         image = read_image(path)
         pred = predictor(image)
+        stem, file_name = names[path]
         # Mask R-CNN: each record carries its mask as a compressed RLE (COCO results format)
         rles = masks_to_rles(pred["masks"]) if "masks" in pred else None
         for i, (box, score, cat) in enumerate(zip(pred["boxes"], pred["scores"], pred["category_ids"])):
             x1, y1, x2, y2 = (float(v) for v in box)
-            records.append({"file_name": os.path.basename(path), "bbox": [x1, y1, x2 - x1, y2 - y1],
+            records.append({"file_name": file_name, "bbox": [x1, y1, x2 - x1, y2 - y1],
                             "score": float(score), "category_id": int(cat)})
             if rles is not None:
                 records[-1]["segmentation"] = rles[i]
         if not (pred["scores"] >= args.score_thresh).any():
-            empty.append((os.path.basename(path), float(pred["scores"].max()) if len(pred["scores"]) else None))
+            empty.append((file_name, float(pred["scores"].max()) if len(pred["scores"]) else None))
         drawn = draw_detections(image, pred, predictor.category_names, args.score_thresh)
-        write_rgb(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"), drawn)
+        write_rgb(os.path.join(args.output, stem + ".png"), drawn)
     write_json(os.path.join(args.output, "predictions.json"), records, indent=None)  # strict JSON (NaN -> null)
     _say_empty(empty, files, args.score_thresh, predictor.score_thresh if onnx else predictor.cfg.model.roi_heads.score_thresh)
     print(f"{len(files)} images, {len(records)} detections -> {args.output}")

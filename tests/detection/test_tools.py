@@ -49,6 +49,7 @@ def test_transfer_then_predict_mask_rcnn(tmp_path, images):
                   "input.min_size_test=64", "input.max_size_test=96", "model.roi_heads.score_thresh=0.0")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in pred_dir.iterdir()) == ["im0.png", "im1.png", "log.txt", "predictions.json"]
+    assert "share a file name" not in result.stdout
     records = json.loads((pred_dir / "predictions.json").read_text())
     assert records  # the random detector's scores are low, but score_thresh 0 keeps them
     top = {name: max(r["score"] for r in records if r["file_name"] == name) for name in ("im0.jpg", "im1.jpg")}
@@ -88,3 +89,30 @@ def test_transfer_refuses_what_it_cannot_read(tmp_path):
     result = tool("tools/transfer.py", str(bad), "--out", str(tmp_path / "x.pth"), "--format", "torchvision-detection")
     assert result.returncode == 1 and "bad.pth" in result.stderr
     assert not (tmp_path / "x.pth").exists()
+
+
+def _predict_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_predict", os.path.join(ROOT, "tools", "predict.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_predict_names_inputs_that_share_a_file_name_by_their_path(tmp_path, capsys):
+    # photos/a.jpg and more/a.jpg (and a.png beside a.jpg) would write the same a.png: each output is
+    # named by its path instead, and its records say which file it is about
+    files = [str(tmp_path / "photos" / "a.jpg"), str(tmp_path / "more" / "a.jpg"), str(tmp_path / "b.jpg"),
+             str(tmp_path / "more" / "a.png"), str(tmp_path / "photos__a_jpg.png")]
+    names = _predict_module().output_names(files)
+    assert names == {
+        files[0]: ("photos__a_jpg", os.path.join("photos", "a.jpg")),
+        files[1]: ("more__a_jpg", os.path.join("more", "a.jpg")),
+        files[2]: ("b", "b.jpg"),
+        files[3]: ("more__a_png", os.path.join("more", "a.png")),
+        files[4]: ("photos__a_jpg_2", "photos__a_jpg.png"),  # its own name met a renamed one
+    }
+    assert "3 inputs share a file name: their outputs are named by their path" in capsys.readouterr().out
+    single = _predict_module().output_names([str(tmp_path / "x" / "a.jpg"), str(tmp_path / "y" / "b.jpg")])
+    assert single == {str(tmp_path / "x" / "a.jpg"): ("a", "a.jpg"), str(tmp_path / "y" / "b.jpg"): ("b", "b.jpg")}
