@@ -16,7 +16,7 @@ Where it does not apply, torchvision's op runs: other devices, adaptive sampling
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import torch
 import torchvision

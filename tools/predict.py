@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import sys
+from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,7 +65,7 @@ def output_names(files: list) -> dict:
     inputs' common folder, separators as ``__`` and the extension kept (``photos__a_jpg``), so that no
     output overwrites another and every record says which image it is about."""
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    count = {stem: stems.count(stem) for stem in stems}
+    count = Counter(stems)
     shared = [f for f, stem in zip(files, stems) if count[stem] > 1]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in shared]) if shared else ""
     names, taken = {}, set()
