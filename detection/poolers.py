@@ -21,15 +21,12 @@ from typing import Dict, List, Tuple, Union
 import torch
 import torchvision
 from torch import Tensor
+from torch.nn.modules.utils import _pair
 from torchvision.ops import MultiScaleRoIAlign as _TorchvisionMultiScaleRoIAlign
 from torchvision.ops import roi_align as _torchvision_roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 __all__ = ["roi_align", "gather_roi_align", "MultiScaleRoIAlign"]
-
-
-def _pair(size) -> Tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _axis(start: Tensor, length: Tensor, bins: int, grid: int, size: int):
