@@ -56,7 +56,8 @@ def gather_roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale: fl
                      sampling_ratio: int = 2, aligned: bool = False) -> Tensor:
     """torchvision's ``roi_align`` for ``sampling_ratio > 0`` as one ``embedding_bag`` (module
     docstring). ``input`` [N, C, H, W] (fastest in channels-last), ``rois`` [R, 5] (batch index, x1,
-    y1, x2, y2); returns [R, C, PH, PW] in channels-last memory, in ``input``'s dtype."""
+    y1, x2, y2); returns [R, C, PH, PW] in ``input``'s dtype and memory layout (channels-last as
+    computed, or made contiguous for an NCHW map, as torchvision's op returns it)."""
     if sampling_ratio <= 0:
         raise ValueError("gather_roi_align needs a fixed sampling_ratio > 0 (adaptive sampling: torchvision's roi_align)")
     ph, pw = _pair(output_size)
@@ -90,7 +91,17 @@ def gather_roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale: fl
         index = index.view(num, ph, g, pw, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num * ph * pw, g * g * 4)
         weight = weight.view(num, ph, g, pw, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num * ph * pw, g * g * 4)
     out = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
-    return out.view(num, ph, pw, c).permute(0, 3, 1, 2).to(out_dtype)
+    return _layout_of(out.view(num, ph, pw, c).permute(0, 3, 1, 2).to(out_dtype), input)
+
+
+def _layout_of(pooled: Tensor, input: Tensor) -> Tensor:
+    """``pooled`` (channels-last memory) in ``input``'s layout. An NCHW network handed channels-last
+    RoIs runs its heads channels-last, and the gradient of a 1x1 convolution's weight then comes out
+    with channels-last strides: DDP warns that it does not match its bucket ("Grad strides do not
+    match bucket view strides", pytorch#47163) and copies it every step."""
+    if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
+        return pooled
+    return pooled.contiguous()
 
 
 def _gather_applies(input: Tensor, sampling_ratio: int) -> bool:
@@ -131,4 +142,4 @@ class MultiScaleRoIAlign(_TorchvisionMultiScaleRoIAlign):
             if idx.numel():
                 pooled = gather_roi_align(feature, rois[idx], (ph, pw), scale, self.sampling_ratio)
                 result[idx] = pooled.permute(0, 2, 3, 1).to(result.dtype)
-        return result.permute(0, 3, 1, 2)
+        return _layout_of(result.permute(0, 3, 1, 2), first)

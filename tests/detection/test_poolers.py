@@ -41,6 +41,8 @@ def test_gather_roi_align_equals_torchvision_forward_and_backward(case, layout):
     want = torchvision_roi_align(a, rois, out, scale, ratio, aligned)
     got = gather_roi_align(b, rois, out, scale, ratio, aligned)
     assert got.shape == want.shape and got.dtype == want.dtype
+    # the input's layout: an NCHW network gets NCHW RoIs, as from torchvision's op
+    assert got.is_contiguous(memory_format=layout) and (layout == torch.channels_last) != got.is_contiguous()
     assert want.abs().sum() > 0 and (want == 0).any()  # boxes off the map pool zeros: the rule is exercised
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
     upstream = torch.randn(want.shape, generator=g)
@@ -109,3 +111,7 @@ def test_multiscale_roi_align_equals_torchvision():
         for name in names:
             torch.testing.assert_close(mine[name].grad, leaves[name].grad, rtol=0, atol=2e-5)
         assert ours.scales == theirs.scales
+        assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+        nchw = ours({k: v.contiguous() for k, v in features.items()}, boxes, image_shapes)
+        assert nchw.is_contiguous()  # an NCHW network's heads get NCHW RoIs
+        torch.testing.assert_close(nchw, want, rtol=0, atol=2e-6)
