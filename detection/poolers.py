@@ -58,6 +58,12 @@ def gather_roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale: fl
     docstring). ``input`` [N, C, H, W] (fastest in channels-last), ``rois`` [R, 5] (batch index, x1,
     y1, x2, y2); returns [R, C, PH, PW] in ``input``'s dtype and memory layout (channels-last as
     computed, or made contiguous for an NCHW map, as torchvision's op returns it)."""
+    return _layout_of(_gather_channels_last(input, rois, output_size, spatial_scale, sampling_ratio, aligned), input)
+
+
+def _gather_channels_last(input: Tensor, rois: Tensor, output_size, spatial_scale: float,
+                          sampling_ratio: int, aligned: bool = False) -> Tensor:
+    """:func:`gather_roi_align`'s RoIs in channels-last memory, whatever ``input``'s layout."""
     if sampling_ratio <= 0:
         raise ValueError("gather_roi_align needs a fixed sampling_ratio > 0 (adaptive sampling: torchvision's roi_align)")
     ph, pw = _pair(output_size)
@@ -91,7 +97,7 @@ def gather_roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale: fl
         index = index.view(num, ph, g, pw, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num * ph * pw, g * g * 4)
         weight = weight.view(num, ph, g, pw, g, 4).permute(0, 1, 3, 2, 4, 5).reshape(num * ph * pw, g * g * 4)
     out = torch.nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
-    return _layout_of(out.view(num, ph, pw, c).permute(0, 3, 1, 2).to(out_dtype), input)
+    return out.view(num, ph, pw, c).permute(0, 3, 1, 2).to(out_dtype)
 
 
 def _layout_of(pooled: Tensor, input: Tensor) -> Tensor:
@@ -140,6 +146,6 @@ class MultiScaleRoIAlign(_TorchvisionMultiScaleRoIAlign):
         for level, (feature, scale) in enumerate(zip(x_filtered, self.scales)):
             idx = torch.where(levels == level)[0]
             if idx.numel():
-                pooled = gather_roi_align(feature, rois[idx], (ph, pw), scale, self.sampling_ratio)
+                pooled = _gather_channels_last(feature, rois[idx], (ph, pw), scale, self.sampling_ratio)
                 result[idx] = pooled.permute(0, 2, 3, 1).to(result.dtype)
         return _layout_of(result.permute(0, 3, 1, 2), first)
