@@ -16,6 +16,7 @@ import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, b
 from classification.config import ClsConfig  # noqa: E402
 from classification.task import ClassificationTask  # noqa: E402
 from engine.cli import default_argument_parser, parse_config  # noqa: E402
+from engine.dist import is_main_process  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
@@ -28,7 +29,7 @@ def main():
         results = trainer.evaluate_only(cfg.model.weights)
     else:
         results = trainer.train(resume=args.resume, allow_config_change=args.allow_config_change)
-    if results:
+    if results and is_main_process():  # every rank holds them; one line under torchrun
         print("results: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                       for k, v in results.items()), flush=True)
     return results
