@@ -49,3 +49,16 @@ def test_two_ranks_match_one_process(tmp_path):
     with open(os.path.join(tmp_path, "ddp", "metrics.jsonl")) as f:
         iters = [json.loads(line)["iter"] for line in f if '"loss"' in line]
     assert iters == list(range(1, 13))
+
+
+def test_buffers_broadcast_only_for_running_statistics():
+    """DDP broadcasts rank 0's buffers before each forward only where batch norm updates them."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from engine.trainer import tracks_running_stats
+
+    assert tracks_running_stats(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)))
+    assert tracks_running_stats(torch.nn.Sequential(torch.nn.SyncBatchNorm(8)))
+    assert not tracks_running_stats(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), FrozenBatchNorm2d(8)))
+    assert not tracks_running_stats(torch.nn.Sequential(torch.nn.GroupNorm(2, 8)))
+    assert not tracks_running_stats(torch.nn.BatchNorm2d(8, track_running_stats=False))
