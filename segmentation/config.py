@@ -45,6 +45,11 @@ class SegModelConfig:
     # Fraction of the (not ignored) pixels, hardest first, the cross-entropy averages over: hard pixel
     # mining, detectron2 Panoptic-DeepLab's LOSS_TOP_K (0.2 there). 1.0: every pixel (torchvision).
     loss_top_k: float = 1.0
+    # Weight of a Lovasz-softmax term added to the cross-entropy (a surrogate of 1 - IoU per class,
+    # Berman et al. 2018; segmentation.task.lovasz_softmax_loss); 0: none. lovasz_subsample k: the term
+    # over every k-th pixel, as its sort over all the batch's pixels is most of its cost.
+    loss_lovasz: float = 0.0
+    lovasz_subsample: int = 1
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "head", self.head, list(HEADS))
@@ -62,6 +67,12 @@ class SegModelConfig:
         if not 0.0 < self.loss_top_k <= 1.0:
             raise ConfigError(f"{prefix}loss_top_k: the fraction of pixels the loss averages over, in (0, 1]; "
                               f"got {self.loss_top_k}")
+        if self.loss_lovasz < 0:
+            raise ConfigError(f"{prefix}loss_lovasz: the weight of the Lovasz-softmax term, >= 0 (0: none); "
+                              f"got {self.loss_lovasz}")
+        if self.lovasz_subsample < 1:
+            raise ConfigError(f"{prefix}lovasz_subsample: every k-th pixel for the Lovasz term, k >= 1; "
+                              f"got {self.lovasz_subsample}")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from .weights import load_segmentation_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SemanticSegmentationTask", "segmentation_loss"]
+__all__ = ["SemanticSegmentationTask", "lovasz_softmax_loss", "segmentation_loss"]
 
 
 def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, top_k: float = 1.0) -> Tensor:
@@ -59,6 +59,37 @@ def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, t
         return per_pixel.sum()  # only ignored pixels: 0, and still part of the graph
     k = max(1, int(top_k * per_pixel.numel()))  # at least the hardest pixel
     return per_pixel.topk(k, sorted=False).values.mean()
+
+
+def lovasz_softmax_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, subsample: int = 1) -> Tensor:
+    """The Lovasz-softmax loss (Berman et al., CVPR 2018): the Lovasz extension of 1 - IoU per class,
+    averaged over the classes present in ``target``, over the batch's pixels taken together.
+
+    It is the authors' ``lovasz_softmax_flat`` (``classes='present'``), with the classes' errors
+    sorted in one call instead of a loop; written here because neither torchvision nor timm has it.
+    On hard (one-hot) predictions it equals the mean over the present classes of 1 - IoU.
+
+    ``subsample > 1`` keeps every ``subsample``-th pixel that is not ignored (from a random offset):
+    the sort over all of a batch's pixels is most of the term's cost.
+    """
+    num_classes = logits.shape[1]
+    probs = logits.float().softmax(1).movedim(1, 0).reshape(num_classes, -1)  # [C, P]
+    labels = target.reshape(-1)
+    valid = labels != ignore_index
+    probs, labels = probs[:, valid], labels[valid]
+    if subsample > 1 and labels.numel() > subsample:
+        offset = int(torch.randint(subsample, ()))
+        probs, labels = probs[:, offset::subsample], labels[offset::subsample]
+    fg = (labels[None] == torch.arange(num_classes, device=labels.device)[:, None]).to(probs.dtype)
+    present = fg.sum(1) > 0
+    if not bool(present.any()):  # only ignored pixels: 0, and still part of the graph
+        return probs.sum() * 0.0
+    errors, order = (fg - probs).abs().sort(1, descending=True)
+    fg_sorted = fg.gather(1, order)
+    gts = fg_sorted.sum(1, keepdim=True)
+    jaccard = 1.0 - (gts - fg_sorted.cumsum(1)) / (gts + (1.0 - fg_sorted).cumsum(1))
+    weights = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], 1)  # the authors' lovasz_grad
+    return (errors * weights).sum(1)[present].mean()
 
 
 class SemanticSegmentationTask:
@@ -174,6 +205,9 @@ class SemanticSegmentationTask:
         ignore = self.cfg.model.ignore_index
         top_k = self.cfg.model.loss_top_k
         losses = {"loss_seg": segmentation_loss(outputs["out"], labels, ignore, top_k)}
+        if self.cfg.model.loss_lovasz > 0:
+            losses["loss_lovasz"] = self.cfg.model.loss_lovasz * lovasz_softmax_loss(
+                outputs["out"], labels, ignore, self.cfg.model.lovasz_subsample)
         if "aux" in outputs:
             losses["loss_aux"] = self.cfg.model.aux_weight * segmentation_loss(outputs["aux"], labels, ignore, top_k)
         return losses
