@@ -65,7 +65,9 @@ class SemanticSegmentor(nn.Module):
         features = self._features(x)
         head_input = features if self.out_feature is None else features[self.out_feature]
         result = OrderedDict()
-        result["out"] = F.interpolate(self.classifier(head_input), size=size, mode="bilinear", align_corners=False)
+        # logits upsampled in fp32 under autocast (heads.SemanticFPNHead says why)
+        result["out"] = F.interpolate(self.classifier(head_input).float(), size=size, mode="bilinear",
+                                      align_corners=False)
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features[self.aux_feature])
             result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)

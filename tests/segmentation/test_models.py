@@ -28,6 +28,24 @@ def test_outputs_at_input_size_for_any_size(head):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.classifier.modules())
 
 
+def test_semantic_fpn_logits_are_float32_under_bf16_autocast():
+    """The semantic FPN's classifier and the upsampling of its logits run in fp32 under autocast: in
+    bf16 the logits keep ~3 digits, and where two classes meet that moves the boundary."""
+    torch.manual_seed(0)
+    model = build_segmentation_model(config(head_norm="GN")).eval()
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    head = model.classifier
+    seen = {}
+    head.predictor.register_forward_hook(lambda m, inputs, out: seen.update(input=inputs[0], out=out))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images)["out"]
+    assert out.dtype == torch.float32
+    assert seen["out"].dtype == torch.float32
+    # the prediction is the fp32 1x1 convolution of the (bf16) summed branches, not a rounded one
+    expected = nn.functional.conv2d(seen["input"].float(), head.predictor.weight, head.predictor.bias)
+    torch.testing.assert_close(seen["out"], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_normalisation_is_applied_inside_the_model():
     torch.manual_seed(0)
     model = build_segmentation_model(config()).eval()
