@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -57,6 +58,9 @@ from .task import Task
 __all__ = ["Task", "Trainer", "lookup_metric"]
 
 logger = logging.getLogger(__name__)
+
+
+_DDP_ARGS = frozenset(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 
 def tracks_running_stats(model: nn.Module) -> bool:
@@ -127,10 +131,12 @@ class Trainer:
             # only batch norm's running statistics need; frozen norms and constant buffers are the
             # same on every rank already, and the broadcast is one more blocking collective a step
             # (the demo's semantic FPN, FrozenBN, AVX2, profiled: 206 -> 198 ms a step, same weights)
+            # (forward_sync_buffers from torch 2.14, which warns on the old name; it still syncs once at init)
+            buffers = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_ARGS else "broadcast_buffers"
             self.train_model = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=getattr(task, "find_unused_parameters", False),
-                gradient_as_bucket_view=True, broadcast_buffers=tracks_running_stats(model))
+                gradient_as_bucket_view=True, **{buffers: tracks_running_stats(model)})
         if solver.compile:
             self.train_model = torch.compile(self.train_model)
         self.checkpointer = Checkpointer(cfg.output_dir, keep=solver.keep_checkpoints)
