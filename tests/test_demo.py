@@ -25,3 +25,17 @@ def test_demo_quick_runs_every_stage_and_writes_the_report(tmp_path):
     # the semantic stage started from the Mask R-CNN checkpoint
     config = (out / "semantic" / "config.yaml").read_text()
     assert str(out / "mask_rcnn" / "model_final.pth") in config
+
+
+def test_classifier_processes_follow_the_precision_under_auto():
+    """--processes auto: the classifier as two processes in fp32 only (in bf16 half-batches trained it
+    to a lower top-1); a number the user gives applies to every stage."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import demo
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    assert demo.classifier_processes("auto", 2, "fp32") == 2
+    assert demo.classifier_processes("auto", 2, "bf16") == 1
+    assert demo.classifier_processes("auto", 1, "fp32") == 1
+    assert demo.classifier_processes("2", 2, "bf16") == 2

@@ -9,8 +9,9 @@
 5. tools/train_seg.py      a semantic FPN head from the Mask R-CNN's backbone and FPN: mIoU
 6. tools/predict.py        draw predictions on validation images
 
-Stages 2, 4 and 5 run under torchrun as two one-thread processes on a CPU-only machine with two or
-more cores (``--processes auto``; see training_processes).
+Stages 4 and 5 run under torchrun as two one-thread processes on a CPU-only machine with two or
+more cores (``--processes auto``; see training_processes), stage 2 too where the precision is fp32
+(classifier_processes).
 
 Each stage is the command a user would type, printed before it runs, then its seconds and what
 the hardware chose for it (precision and memory layout: engine/hardware.py, recorded in each stage's
@@ -124,6 +125,15 @@ def training_processes(setting: str) -> int:
     return 2 if not torch.cuda.is_available() and usable_cores() >= 2 else 1
 
 
+def classifier_processes(setting: str, processes: int, precision: str) -> int:
+    """The classifier's processes: those of the other stages, except under ``auto`` where the
+    precision is not fp32. Its batch norm sees each process's 16 images; in fp32 (AVX2) two processes
+    ended at 97.8% top-1 against 98.2 in one, but in bf16 (AVX512-BF16) at 96.4 against 98.0, and the
+    Mask R-CNN and semantic FPN trained from that backbone missed the semantic floor (79.5 mIoU,
+    2026-12-02, docs/speed.md)."""
+    return processes if setting != "auto" or precision == "fp32" else 1
+
+
 def launcher(processes: int) -> list:
     """The start of a training stage's command: the interpreter, or torchrun with ``processes``."""
     if processes <= 1:
@@ -131,8 +141,9 @@ def launcher(processes: int) -> list:
     return [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
 
 
-def describe_machine() -> str:
-    """The CPU capability (or GPU), the cores and the precision ``solver.amp: auto`` picks here."""
+def describe_machine() -> tuple:
+    """The CPU capability (or GPU), the cores and the precision ``solver.amp: auto`` picks here, and
+    that precision's name."""
     sys.path.insert(0, ROOT)
     import engine.threads  # noqa: F401  OMP_WAIT_POLICY for every stage (they inherit the environment)
     import torch
@@ -143,7 +154,7 @@ def describe_machine() -> str:
     precision = choose_precision("auto", device)
     load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"
     return (f"machine: {describe_device(device)}, {usable_cores()} usable cores, load average {load}; "
-            f"solver.amp auto -> {precision.name} ({precision.reason})")
+            f"solver.amp auto -> {precision.name} ({precision.reason})"), precision.name
 
 
 def print_figures(results: dict, timings: dict, chosen: dict, quick: bool = False) -> None:
@@ -185,10 +196,13 @@ def main():
     data = os.path.join(out, "data")
     timings: dict = {}
     chosen: dict = {}
-    machine = describe_machine()
+    machine, precision = describe_machine()
     processes = training_processes(args.processes)
-    machine += (f"; the three networks train as {processes} processes of torchrun (--processes)"
-                if processes > 1 else "")
+    cls_processes = classifier_processes(args.processes, processes, precision)
+    if processes > 1:
+        machine += (f"; the networks train as {processes} processes of torchrun (--processes)"
+                    + ("" if cls_processes == processes else
+                       f", the classifier as {cls_processes} ({precision}: as two processes of half the batch it ended lower)"))
     print(machine, flush=True)
     train = launcher(processes)
     total = time.perf_counter()
@@ -200,9 +214,9 @@ def main():
 
     run("make data", [PY, "tools/make_shapes.py", "--out", data, "--num-train", n_train,
                       "--num-val", n_val, "--size", "128", "--seed", "0"], timings)
-    run("pretrain classifier", [*train, "tools/train_cls.py", "--config", "configs/demo/shapes_cls.yaml",
-                                f"output_dir={out}/cls", *quick.get("cls", [])], timings, f"{out}/cls", chosen,
-        processes)
+    run("pretrain classifier", [*launcher(cls_processes), "tools/train_cls.py", "--config",
+                                "configs/demo/shapes_cls.yaml", f"output_dir={out}/cls", *quick.get("cls", [])],
+        timings, f"{out}/cls", chosen, cls_processes)
     backbone = os.path.join(out, "resnet18_backbone.pth")
     run("transfer", [PY, "tools/transfer.py", f"{out}/cls/model_final.pth", "--out", backbone], timings)
     coco = [f"data.train.0.json={data}/train.json", f"data.train.0.images={data}/train",
