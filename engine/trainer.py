@@ -60,9 +60,6 @@ __all__ = ["Task", "Trainer", "lookup_metric"]
 logger = logging.getLogger(__name__)
 
 
-_DDP_ARGS = frozenset(inspect.signature(DistributedDataParallel.__init__).parameters)
-
-
 def tracks_running_stats(model: nn.Module) -> bool:
     """True when ``model`` has norm layers that update running statistics in training (batch norm):
     the buffers DDP must broadcast from rank 0 to keep the ranks' models the same."""
@@ -127,12 +124,13 @@ class Trainer:
             # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets instead of being
             # copied in and out of them every step (same numbers, one gradient-sized copy less): the
             # demo's semantic FPN step (two one-thread CPU processes, 7.2M parameters) 0.224 -> 0.215 s
-            # broadcast_buffers: DDP copies rank 0's buffers to every rank before each forward, which
-            # only batch norm's running statistics need; frozen norms and constant buffers are the
-            # same on every rank already, and the broadcast is one more blocking collective a step
-            # (the demo's semantic FPN, FrozenBN, AVX2, profiled: 206 -> 198 ms a step, same weights)
-            # (forward_sync_buffers from torch 2.14, which warns on the old name; it still syncs once at init)
-            buffers = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_ARGS else "broadcast_buffers"
+            # Buffers: DDP copies rank 0's to every rank before each forward, which only batch norm's
+            # running statistics need; frozen norms and constant buffers are the same on every rank
+            # already, and the copy is one more blocking collective a step (the demo's semantic FPN,
+            # FrozenBN, AVX2, profiled: 206 -> 198 ms a step, same weights). torch 2.14 names the
+            # argument forward_sync_buffers (still one sync at init) and warns on broadcast_buffers.
+            ddp_args = inspect.signature(DistributedDataParallel.__init__).parameters
+            buffers = "forward_sync_buffers" if "forward_sync_buffers" in ddp_args else "broadcast_buffers"
             self.train_model = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=getattr(task, "find_unused_parameters", False),

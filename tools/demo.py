@@ -200,9 +200,10 @@ def main():
     processes = training_processes(args.processes)
     cls_processes = classifier_processes(args.processes, processes, precision)
     if processes > 1:
-        machine += (f"; the networks train as {processes} processes of torchrun (--processes)"
-                    + ("" if cls_processes == processes else
-                       f", the classifier as {cls_processes} ({precision}: as two processes of half the batch it ended lower)"))
+        machine += f"; the networks train as {processes} processes of torchrun (--processes)"
+    if cls_processes != processes:
+        machine += (f", the classifier as {cls_processes} ({precision}: as two processes of half the batch "
+                    "it ended lower)")
     print(machine, flush=True)
     train = launcher(processes)
     total = time.perf_counter()
