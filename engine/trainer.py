@@ -77,6 +77,22 @@ def lookup_metric(results: dict, dotted: str) -> Optional[float]:
     return float(node) if isinstance(node, (int, float)) else None
 
 
+def describe_schedule(given, runs, num_train: int) -> str:
+    """One line on how many iterations run and where the number came from: ``given`` is the config's
+    solver, ``runs`` the one after the batch rescaling and ``solver.max_epochs``. A ``max_iter`` that
+    ``max_epochs`` replaced is named, so a user who set it sees why it did not apply."""
+    text = f"{runs.max_iter} iterations of {runs.ims_per_batch} images, base_lr {runs.base_lr:g}"
+    if given.max_epochs > 0:
+        text += (f" (from solver.max_epochs {given.max_epochs} over {num_train} training samples; it "
+                 f"replaces solver.max_iter, {given.max_iter} here: set solver.max_epochs=0 to train by "
+                 f"max_iter)")
+    if given.reference_batch > 0 and given.reference_batch != given.ims_per_batch:
+        k = given.ims_per_batch / given.reference_batch
+        text += (f"; the schedule was written for batches of {given.reference_batch} "
+                 f"(solver.reference_batch): LR x{k:g}, iterations, steps, warm-up and periods /{k:g}")
+    return text
+
+
 class Trainer:
     """Trains ``task`` as ``cfg`` says.
 
@@ -95,6 +111,7 @@ class Trainer:
         if solver.max_epochs > 0:
             iters = math.ceil(solver.max_epochs * task.num_train_samples / solver.ims_per_batch)
             solver = dataclasses.replace(solver, max_iter=max(1, iters))
+        schedule = describe_schedule(cfg.solver, solver, task.num_train_samples)
         self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
         self.task = task
         self.max_iter = solver.max_iter
@@ -107,6 +124,7 @@ class Trainer:
         self.precision, self.channels_last = self.hardware.precision, self.hardware.channels_last
         if is_main_process():
             self.hardware.log(logger)
+            logger.info(f"schedule: {schedule}")
         self._check_config()
 
         seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up
