@@ -109,10 +109,12 @@ class Trainer:
 
     def __init__(self, cfg, task: Task):
         solver, test = scale_for_batch(cfg.solver, cfg.test)
+        num_train = 0  # read only for max_epochs: evaluation alone must not need the training set
         if solver.max_epochs > 0:
-            iters = math.ceil(solver.max_epochs * task.num_train_samples / solver.ims_per_batch)
+            num_train = task.num_train_samples
+            iters = math.ceil(solver.max_epochs * num_train / solver.ims_per_batch)
             solver = dataclasses.replace(solver, max_iter=max(1, iters))
-        schedule = describe_schedule(cfg.solver, solver, task.num_train_samples)
+        self._schedule = describe_schedule(cfg.solver, solver, num_train)  # printed when training starts
         self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
         self.task = task
         self.max_iter = solver.max_iter
@@ -125,7 +127,6 @@ class Trainer:
         self.precision, self.channels_last = self.hardware.precision, self.hardware.channels_last
         if is_main_process():
             self.hardware.log(logger)
-            logger.info(f"schedule: {schedule}")
         self._check_config()
 
         seed_everything(cfg.seed)  # same seed on every rank: identical model init and task set-up
@@ -184,6 +185,7 @@ class Trainer:
         self._allow_config_change, self._config_changes = allow_config_change, []
         rng_states = self._start(resume)
         if is_main_process():
+            logger.info(f"schedule: {self._schedule}")
             self._save_run_config()
             write_json(os.path.join(cfg.output_dir, "hardware.json"), self.hardware.as_dict())
 

@@ -104,6 +104,7 @@ def test_max_epochs_and_batch_scaling_set_the_iterations(tmp_path, restore_torch
     assert s.base_lr == pytest.approx(0.1) and s.steps == [30] and s.checkpoint_period == 5
     assert trainer.cfg.test.eval_period == 10
     # the run says where its length came from, and that the config's max_iter was not used
+    trainer.train()
     with open(os.path.join(tmp_path, "run", "log.txt")) as f:
         line = next(l for l in f if "schedule:" in l)
     assert "12 iterations of 16 images, base_lr 0.1" in line
