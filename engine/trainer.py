@@ -109,8 +109,10 @@ class Trainer:
 
     def __init__(self, cfg, task: Task):
         solver, test = scale_for_batch(cfg.solver, cfg.test)
-        num_train = 0  # read only for max_epochs: evaluation alone must not need the training set
-        if solver.max_epochs > 0:
+        # The training set is read only to turn max_epochs into iterations, and not for a task built
+        # to evaluate (training=False: --eval-only, eval_coco.py), which must not need it.
+        num_train = 0
+        if solver.max_epochs > 0 and getattr(task, "training", True):
             num_train = task.num_train_samples
             iters = math.ceil(solver.max_epochs * num_train / solver.ims_per_batch)
             solver = dataclasses.replace(solver, max_iter=max(1, iters))

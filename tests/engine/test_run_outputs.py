@@ -110,3 +110,23 @@ def test_max_epochs_and_batch_scaling_set_the_iterations(tmp_path, restore_torch
     assert "12 iterations of 16 images, base_lr 0.1" in line
     assert "solver.max_epochs 2 over 96 training samples" in line and "solver.max_iter, 100 here" in line
     assert "written for batches of 8 (solver.reference_batch): LR x2, steps, warm-up and periods /2" in line
+
+
+def test_evaluation_alone_does_not_read_the_training_set(tmp_path, restore_torch_state):
+    """solver.max_epochs (the segmentation configs set it) needs the training set's size; a task built
+    to evaluate only (training=False: --eval-only, eval_coco.py) must not be asked for it."""
+    class EvalOnlyTask(TinyTask):
+        training = False
+
+        @property
+        def num_train_samples(self):
+            raise AssertionError("evaluation read the training set")
+
+        @num_train_samples.setter
+        def num_train_samples(self, value):  # TinyTask sets it; this one never tells it
+            pass
+
+    cfg = load_config_for(write_config(tmp_path, "run", solver={"max_epochs": 30, "max_iter": 7}))
+    trainer = Trainer(cfg, EvalOnlyTask(cfg))
+    assert trainer.max_iter == 7
+    assert trainer.evaluate()["num_images"] == 40
