@@ -18,7 +18,8 @@ class Task(Protocol):
         Dotted key into the results of :meth:`evaluate`, higher is better ("top1", "bbox.AP").
         Drives the plateau schedule and ``model_best.pth``.
     num_train_samples: int
-        Length of the training set; turns ``solver.max_epochs`` into iterations.
+        Length of the training set; turns ``solver.max_epochs`` into iterations (read only then,
+        and not when ``training`` is False).
     build_model() -> nn.Module
         Called once on every rank, after the seeds are set; the trainer moves it to the device,
         converts it to channels-last, wraps it in DDP and (optionally) compiles it.
@@ -60,6 +61,9 @@ class Task(Protocol):
         matching prefix wins.
     find_unused_parameters: bool
         Passed to DistributedDataParallel (default False).
+    training: bool
+        False for a task built only to evaluate (``--eval-only``, ``eval_coco.py``): the trainer
+        then never asks for ``num_train_samples``, so no training set is needed (default True).
     load_weights(model, path) -> None
         How ``evaluate_only`` loads a weights file; default: the "model" (or "model_ema" when
         EMA is enabled) entry of a reskit checkpoint, strictly.

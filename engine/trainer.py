@@ -110,7 +110,7 @@ class Trainer:
     def __init__(self, cfg, task: Task):
         solver, test = scale_for_batch(cfg.solver, cfg.test)
         # The training set is read only to turn max_epochs into iterations, and not for a task built
-        # to evaluate (training=False: --eval-only, eval_coco.py), which must not need it.
+        # to evaluate (Task.training False: --eval-only, eval_coco.py), which must not need it.
         num_train = 0
         if solver.max_epochs > 0 and getattr(task, "training", True):
             num_train = task.num_train_samples
