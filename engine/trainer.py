@@ -90,7 +90,7 @@ def describe_schedule(given, runs, num_train: int) -> str:
         k = given.ims_per_batch / given.reference_batch
         scaled = "steps" if given.max_epochs > 0 else "iterations, steps"  # epochs already fit the batch
         text += (f"; the schedule was written for batches of {given.reference_batch} "
-                 f"(solver.reference_batch): LR x{k:g}, {scaled}, warm-up and periods /{k:g}")
+                 f"(solver.reference_batch): LR x{k:g}, {scaled}, warm-up and periods x{1 / k:g}")
     return text
 
 

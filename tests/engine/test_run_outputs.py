@@ -109,7 +109,7 @@ def test_max_epochs_and_batch_scaling_set_the_iterations(tmp_path, restore_torch
         line = next(l for l in f if "schedule:" in l)
     assert "12 iterations of 16 images, base_lr 0.1" in line
     assert "solver.max_epochs 2 over 96 training samples" in line and "solver.max_iter, 100 here" in line
-    assert "written for batches of 8 (solver.reference_batch): LR x2, steps, warm-up and periods /2" in line
+    assert "written for batches of 8 (solver.reference_batch): LR x2, steps, warm-up and periods x0.5" in line
 
 
 def test_evaluation_alone_does_not_read_the_training_set(tmp_path, restore_torch_state):
