@@ -116,14 +116,21 @@ class LoggingConfig:
     progress_bar: bool = True
 
 
+GRAD_REDUCE_CHOICES = ("auto", "gloo", "shared_memory")  # dist.grad_reduce (engine.grad_reduce)
+
+
 @dataclass
 class DistConfig:
     """How ranks talk under torchrun (engine.dist.init_distributed reads it)."""
     backend: str = "auto"  # auto: nccl when the process drives a GPU, gloo on CPUs | nccl | gloo
     timeout: float = 1800.0  # seconds a collective may wait for the other ranks before failing
+    # auto: CPU ranks on one machine average gradients in shared memory (engine.grad_reduce), others
+    # through the backend | gloo: DDP's own all-reduce | shared_memory: insist (stop where impossible)
+    grad_reduce: str = "auto"
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "backend", self.backend, ["auto", "nccl", "gloo"])
+        choice(prefix + "grad_reduce", self.grad_reduce, GRAD_REDUCE_CHOICES)
         if self.timeout <= 0:
             raise ConfigError(f"{prefix}timeout: seconds, must be positive, got {self.timeout}")
 

@@ -45,6 +45,7 @@ from .data import DataError, build_train_loader, move_to_device, seed_everything
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor, restart_count)
 from .ema import ModelEMA
+from .grad_reduce import install_grad_reduce
 from .hardware import autocast, plan_run
 from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
 from .jsonio import write_json
@@ -142,6 +143,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.grad_scaler)
         self.ema = ModelEMA(model, solver.ema_decay) if solver.ema else None
         self.train_model: nn.Module = model
+        self.grad_reduce: Optional[str] = None  # how DDP averages the gradients (hardware.json)
         if get_world_size() > 1:
             # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets instead of being
             # copied in and out of them every step (same numbers, one gradient-sized copy less): the
@@ -157,6 +159,10 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=getattr(task, "find_unused_parameters", False),
                 gradient_as_bucket_view=True, **{buffers: tracks_running_stats(model)})
+            # CPU ranks on one machine: gradients averaged in shared memory, not gloo's sockets
+            self.grad_reduce = install_grad_reduce(self.train_model, dist_cfg.grad_reduce, self.device)
+            if is_main_process():
+                logger.info(f"gradient averaging: {self.grad_reduce}")
         if solver.compile:
             self.train_model = torch.compile(self.train_model)
         self.checkpointer = Checkpointer(cfg.output_dir, keep=solver.keep_checkpoints)
@@ -189,7 +195,10 @@ class Trainer:
         if is_main_process():
             logger.info(f"schedule: {self._schedule}")
             self._save_run_config()
-            write_json(os.path.join(cfg.output_dir, "hardware.json"), self.hardware.as_dict())
+            chosen = self.hardware.as_dict()
+            if self.grad_reduce:
+                chosen["gradient_averaging"] = self.grad_reduce
+            write_json(os.path.join(cfg.output_dir, "hardware.json"), chosen)
 
         dataset = self.task.train_dataset()
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,

@@ -46,6 +46,12 @@ def test_two_ranks_match_one_process(tmp_path):
     assert results["num_images"] == 40  # both ranks' shards gathered, none twice
     with open(os.path.join(tmp_path, "single", "results.json")) as f:
         assert results == json.load(f)
+    # the gradients went through shared memory (bitwise gloo's with two ranks), or the log says why not
+    with open(os.path.join(tmp_path, "ddp", "log.txt")) as f:
+        line = next(line for line in f if "gradient averaging:" in line)
+    assert "2 CPU ranks on this machine" in line or "gloo all-reduce (/dev/shm has" in line, line
+    with open(os.path.join(tmp_path, "ddp", "hardware.json")) as f:
+        assert json.load(f)["gradient_averaging"] in line
     # only rank 0 wrote the metrics: one record per iteration
     with open(os.path.join(tmp_path, "ddp", "metrics.jsonl")) as f:
         iters = [json.loads(line)["iter"] for line in f if '"loss"' in line]
