@@ -166,6 +166,24 @@ class Bottleneck(nn.Module):
 Block = Union[Type[BasicBlock], Type[Bottleneck]]
 
 
+class StemMaxPool(nn.MaxPool2d):
+    """The stem's 3x3 max-pool; on the CPU, without a gradient to keep, it pools in channels-last.
+
+    ATen's CPU max-pool is vectorised over channels only in channels-last: on an NCHW map of the demo's
+    frozen stem (4 x 48 x 48 x 48, AVX2) it took 3.4-4.2 ms against 0.6-0.9 ms for the layout change,
+    the pool and the change back, with the same numbers. Where a gradient flows through it (a trainable
+    stem) the channels-last backward is the slower one (9 against 7 ms at 16 x 48 x 32 x 32), so the
+    default path stays. Same module and (empty) state dict as ``nn.MaxPool2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or (x.requires_grad and torch.is_grad_enabled()) \
+                or x.is_contiguous(memory_format=torch.channels_last) or torch.jit.is_tracing() \
+                or torch.compiler.is_compiling():
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 def _shortcut(kind: str, inplanes: int, outplanes: int, stride: int, norm: str) -> Optional[nn.Module]:
     changes_shape = stride != 1 or inplanes != outplanes
     if kind == "C" or (kind == "B" and changes_shape):
@@ -308,7 +326,7 @@ class ResNet(Backbone):
         self.conv1 = nn.Conv2d(3, self.stem_channels, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, self.stem_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = StemMaxPool(kernel_size=3, stride=2, padding=1)
 
     @classmethod
     def scaled_widths(cls, width: int) -> Tuple[Tuple[int, ...], int]:

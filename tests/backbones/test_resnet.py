@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from backbones import build_backbone, build_classifier
-from backbones.resnet import BasicBlock, Bottleneck, ZeroPadShortcut
+from backbones.resnet import BasicBlock, Bottleneck, StemMaxPool, ZeroPadShortcut
 from backbone_testutils import randomize_norms
 
 
@@ -99,6 +99,25 @@ def test_stride_placement():
     tv = build_classifier("resnet50")
     assert msra.layer2[0].conv1.stride == (2, 2) and msra.layer2[0].conv2.stride == (1, 1)
     assert tv.layer2[0].conv1.stride == (1, 1) and tv.layer2[0].conv2.stride == (2, 2)
+
+
+def test_stem_max_pool_equals_max_pool2d_with_and_without_gradients():
+    """Without a gradient the stem's pool runs in channels-last on the CPU: the same values, handed
+    back in NCHW; with one it is nn.MaxPool2d itself (the gradients too)."""
+    pool = StemMaxPool(kernel_size=3, stride=2, padding=1)
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 21, 30).round(decimals=1)  # rounded: ties in the windows
+    expected = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+    with torch.no_grad():
+        got = pool(x)
+    assert got.shape == (2, 8, 11, 15) and got.is_contiguous() and torch.equal(got, expected)
+    x.requires_grad_(True)
+    got = pool(x)
+    got.backward(torch.arange(got.numel(), dtype=torch.float32).view_as(got))
+    reference = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.max_pool2d(reference, 3, 2, 1).backward(torch.arange(got.numel(), dtype=torch.float32).view_as(got))
+    assert torch.equal(got, expected) and torch.equal(x.grad, reference.grad)
+    assert isinstance(build_backbone("resnet18").maxpool, StemMaxPool)
 
 
 def test_zero_init_residual():
