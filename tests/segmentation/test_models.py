@@ -87,3 +87,28 @@ def test_backbone_from_a_classification_checkpoint(tmp_path):
         bottom_up = model.backbone.bottom_up if head == "semantic_fpn" else model.backbone
         assert torch.equal(bottom_up.layer4[1].conv2.weight, classifier.layer4[1].conv2.weight)
         assert model.backbone_load_report.unexpected == ["fc.weight", "fc.bias"]
+
+
+def test_semantic_fpn_head_equals_upsampling_every_level_on_its_own():
+    """Panoptic FPN upsamples each level's branch to stride 4 and sums them; the head sums the coarser
+    branches at stride 8 and upsamples once. Interpolation is linear, so the logits are the same (odd
+    sizes: the 2x steps are not exact)."""
+    torch.manual_seed(0)
+    model = build_segmentation_model(config(head_norm="GN")).eval()
+    head = model.classifier
+    nn.init.normal_(head.predictor.weight)  # a real signal (it starts at std 0.001)
+    sizes = [(18, 23), (9, 12), (5, 6), (3, 3)]
+    features = {f: torch.randn(2, 32, *size) for f, size in zip(head.in_features, sizes)}
+    total = 0
+    for level, f in enumerate(head.in_features):
+        x = features[f]
+        for k, stage in enumerate(head.scale_heads[f]):
+            x = stage(x)
+            if level - k > 0:
+                x = nn.functional.interpolate(x, size=sizes[level - k - 1], mode="bilinear", align_corners=False)
+        total = total + x
+    expected = head.predictor(total)
+    with torch.no_grad():
+        got = head(features)
+    assert got.shape == (2, 5, 18, 23) and expected.abs().max() > 0.1
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
