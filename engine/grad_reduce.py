@@ -28,7 +28,6 @@ on the same path: they agree before the first step, and the run's log says which
 """
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from typing import Optional, Tuple
@@ -38,10 +37,9 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import GRAD_REDUCE_CHOICES, ConfigError, choice
+from .dist import all_gather_object, broadcast_object
 
 __all__ = ["SharedMemoryAverager", "choose_grad_reduce", "install_grad_reduce"]
-
-logger = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
 _HEADROOM = 64 << 20  # leave this much of /dev/shm free for everything else (loader workers use it too)
@@ -59,8 +57,8 @@ def choose_grad_reduce(setting: str, device: torch.device, backend: str, world_s
                        numel: int, shm_free: int) -> Tuple[str, str]:
     """``(path, reason)``: ``"shared_memory"`` or ``"default"`` (the backend's own all-reduce) for
     ``dist.grad_reduce`` = ``setting``, ranks of ``backend`` on ``device``, ``numel`` gradients and
-    ``shm_free`` bytes free in /dev/shm (-1: there is none). Raises ConfigError when ``shared_memory`` is asked for and
-    cannot be had."""
+    ``shm_free`` bytes free in /dev/shm (-1: there is none). Raises ConfigError when ``shared_memory``
+    is asked for and cannot be had."""
     choice("dist.grad_reduce", setting, GRAD_REDUCE_CHOICES)
     if world_size <= 1:
         return "default", "one process"
@@ -96,9 +94,8 @@ class SharedMemoryAverager:
         self.numel = int(numel)
         # A group of its own: the barriers never queue behind other collectives of the default group.
         self.group = dist.new_group(backend="gloo") if group is None else group
-        box = [f"reskit-grads-{os.getpid()}-{secrets.token_hex(8)}" if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0)
-        path = os.path.join(SHM_DIR, box[0])
+        name = broadcast_object(f"reskit-grads-{os.getpid()}-{secrets.token_hex(8)}" if self.rank == 0 else None)
+        path = os.path.join(SHM_DIR, name)
         size = 2 * self.world * self.numel
         try:
             if self.rank == 0:
@@ -148,9 +145,8 @@ def install_grad_reduce(ddp_model: nn.Module, setting: str, device: torch.device
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
     path, reason = choose_grad_reduce(setting, device, dist.get_backend(), world, local, numel, _shm_free_bytes())
     # Every rank must take the same path (free space is read per rank): shared memory only if all can.
-    votes = torch.tensor([1 if path == "shared_memory" else 0], dtype=torch.int64)
-    dist.all_reduce(votes, op=dist.ReduceOp.MIN)
-    if path == "shared_memory" and not int(votes.item()):
+    everyone = all(all_gather_object(path == "shared_memory"))  # a collective: every rank calls it
+    if path == "shared_memory" and not everyone:
         if setting == "shared_memory":
             raise ConfigError("dist.grad_reduce=shared_memory: another rank cannot map it (see its log); "
                               "use auto or gloo")

@@ -113,9 +113,10 @@ def test_stem_max_pool_equals_max_pool2d_with_and_without_gradients():
     assert got.shape == (2, 8, 11, 15) and got.is_contiguous() and torch.equal(got, expected)
     x.requires_grad_(True)
     got = pool(x)
-    got.backward(torch.arange(got.numel(), dtype=torch.float32).view_as(got))
+    grad = torch.arange(got.numel(), dtype=torch.float32).view_as(got)
+    got.backward(grad)
     reference = x.detach().clone().requires_grad_(True)
-    torch.nn.functional.max_pool2d(reference, 3, 2, 1).backward(torch.arange(got.numel(), dtype=torch.float32).view_as(got))
+    torch.nn.functional.max_pool2d(reference, 3, 2, 1).backward(grad)
     assert torch.equal(got, expected) and torch.equal(x.grad, reference.grad)
     assert isinstance(build_backbone("resnet18").maxpool, StemMaxPool)
 
