@@ -107,6 +107,8 @@ def check_workers(key: str, value) -> None:
 class TestConfig:
     eval_period: int = 0  # 0: evaluate only at the end
     ims_per_batch: int = 8  # global
+    report: bool = True  # the final evaluation writes output_dir/report/index.html (engine.report)
+    report_max_mb: float = 20.0  # bound on the report's images; further ones are left out, with a note
 
 
 @dataclass

@@ -39,22 +39,12 @@ def eval_curves(evals: List[dict], max_curves: int = 8) -> Dict[str, List[Tuple[
     return curves
 
 
-def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int = 8) -> str:
-    """Draw ``run_dir/metrics.jsonl`` to a PNG (default ``run_dir/metrics.png``); returns its path.
-
-    Evaluation curves: every task's primary numbers (bbox and segm AP / AP50 / AP75, mIoU, top-1 ...:
-    engine.logger.PRIMARY_KEYS), then other numeric results up to ``max_eval_curves``, skipping
-    per-category and per-class tables (too many lines to read).
-    """
+def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_eval_curves: int = 8):
+    """A matplotlib figure of three panels: training loss terms, learning rate, evaluation curves
+    (see :func:`eval_curves`). The caller saves and closes it."""
     import matplotlib
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
-
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a run?")
-    train, evals = read_metrics(path)
-    out = out or os.path.join(run_dir, "metrics.png")
 
     losses: Dict[str, List[Tuple[int, float]]] = {}
     for r in train:
@@ -78,8 +68,27 @@ def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int =
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int = 8) -> str:
+    """Draw ``run_dir/metrics.jsonl`` to a PNG (default ``run_dir/metrics.png``); returns its path.
+
+    Evaluation curves: every task's primary numbers (bbox and segm AP / AP50 / AP75, mIoU, top-1 ...:
+    engine.logger.PRIMARY_KEYS), then other numeric results up to ``max_eval_curves``, skipping
+    per-category and per-class tables (too many lines to read).
+    """
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a run?")
+    train, evals = read_metrics(path)
+    out = out or os.path.join(run_dir, "metrics.png")
+    fig = metrics_figure(train, evals, os.path.basename(os.path.abspath(run_dir)), max_eval_curves)
+    import matplotlib.pyplot as plt  # after metrics_figure chose the Agg backend
+
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -67,6 +67,14 @@ class Task(Protocol):
     load_weights(model, path) -> None
         How ``evaluate_only`` loads a weights file; default: the "model" (or "model_ema" when
         EMA is enabled) entry of a reskit checkpoint, strictly.
+    write_report(report, results) -> None
+        Rank 0, after the final evaluation (and ``evaluate_only``) when ``test.report``: add the
+        task's sections to ``report`` (an :class:`engine.report.Report` for ``output_dir/report``)
+        from ``results`` and whatever the last ``evaluate`` kept; the trainer then adds the run's
+        section (engine.report_run) and writes the page.
+    report_notes() -> list[tuple[str, str]]
+        (heading, text) pairs for the run's section: what the datasets dropped and why, the
+        weight-load report.
     """
 
     primary_metric: str

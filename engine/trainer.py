@@ -238,6 +238,7 @@ class Trainer:
         if is_main_process():
             save_checkpoint(os.path.join(cfg.output_dir, "model_final.pth"), self._weights_state())
             write_json(os.path.join(cfg.output_dir, "results.json"), results)
+            self.write_report(results)
         return results
 
     def _start(self, resume: bool):
@@ -451,7 +452,35 @@ class Trainer:
             os.makedirs(self.cfg.output_dir, exist_ok=True)
             write_json(os.path.join(self.cfg.output_dir, "results_eval.json"), results)
             write_json(os.path.join(self.cfg.output_dir, "hardware.json"), self.hardware.as_dict())
+            self.write_report(results)
         return results
+
+    def write_report(self, results: dict) -> Optional[str]:
+        """``output_dir/report/index.html`` (engine.report), rank 0, when ``test.report`` and the task
+        has ``write_report(report, results)``: the task's sections, then the run's (engine.report_run:
+        hardware, the task's ``report_notes()``, curves, config). Returns its path, or None. A report
+        that fails is a warning with the reason: the run's results are written already."""
+        writer = getattr(self.task, "write_report", None)
+        if writer is None or not getattr(self.cfg.test, "report", False) or not is_main_process():
+            return None
+        from .report import Report
+        from .report_run import add_run_section
+
+        start = time.perf_counter()
+        max_mb = getattr(self.cfg.test, "report_max_mb", 20.0)
+        try:
+            report = Report(os.path.join(self.cfg.output_dir, "report"), os.path.basename(
+                os.path.abspath(self.cfg.output_dir)), max_mb=max_mb,
+                limit_hint=f"test.report_max_mb={max_mb:g} now; set it higher")
+            writer(report, results)
+            notes = getattr(self.task, "report_notes", None)
+            add_run_section(report, self.cfg.output_dir, self.hardware.lines(), notes() if notes else ())
+            path = report.write()
+        except Exception:  # noqa: BLE001 - the run is done and saved; say why its report is missing
+            logger.exception("the report could not be written (the run's results and weights are saved)")
+            return None
+        logger.info(f"report: {path} ({time.perf_counter() - start:.1f} s)")
+        return path
 
     # ------------------------------------------------------------------------------- checkpoints
 
