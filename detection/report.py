@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.report import Report
 
-from .error_analysis import ERROR_TYPES, analyze, confusion_matrix, image_errors, match_detections
+from .error_analysis import AREAS, ERROR_TYPES, analyze, confusion_matrix, image_errors, match_detections
 from .evaluation import METRIC_KEYS, _percent, category_names, prepare_ground_truth, run_cocoeval
 from .report_draw import (breakdown_figure, class_order, confusion_figure, gallery_items, legend_html,
                           mean_breakdown, pr_figure)
@@ -74,6 +74,13 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     for r in records:
         if r["category_id"] in detections:
             detections[r["category_id"]] += 1
+    # Categories with neither objects nor detections (an export's placeholder supercategory) say nothing
+    empty = [k for k, c in enumerate(cat_ids) if not instances[c] and not detections[c]]
+    if empty and len(empty) < len(cat_ids):
+        report.text(f"{len(empty)} categor{'y' if len(empty) == 1 else 'ies'} without objects or detections "
+                    f"left out below: {', '.join(names[k] for k in empty[:20])}", "note")
+        keep = [k for k in range(len(cat_ids)) if k not in set(empty)]
+        cat_ids, names = [cat_ids[k] for k in keep], [names[k] for k in keep]
 
     t = time.perf_counter()
     matches = match_detections(gt, records, score_thresh)
@@ -86,7 +93,7 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
                 "an image" + (f"; the {20} classes with the most instances" if len(cat_ids) > 20 else ""), "note")
     for iou_type, (ev, _) in evals.items():
-        report.image(pr_figure(np.asarray(ev.eval["precision"]), np.asarray(ev.params.recThrs),
+        report.image(pr_figure(_precision_for(ev, cat_ids), np.asarray(ev.params.recThrs),
                                np.asarray(ev.params.iouThrs), names, order, iou_type),
                      f"{iou_type} precision-recall per class at IoU 0.50 and 0.75")
 
@@ -106,6 +113,17 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh, gallery_size)
     times["gallery"] = time.perf_counter() - t
     return times
+
+
+def _precision_for(ev, cat_ids: Sequence[int]) -> np.ndarray:
+    """COCOeval's precision [T, R, K, A, M] with its K axis in ``cat_ids`` order (-1: not evaluated)."""
+    precision = np.asarray(ev.eval["precision"])
+    index = {c: k for k, c in enumerate(ev.params.catIds)}
+    out = np.full(precision.shape[:2] + (len(cat_ids),) + precision.shape[3:], -1.0)
+    for k, c in enumerate(cat_ids):
+        if c in index:
+            out[:, :, k] = precision[:, :, index[c]]
+    return out
 
 
 def _metrics_section(report: Report, evals: dict) -> None:
@@ -160,8 +178,11 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
     for iou_type in iou_types:
         gt_t, recs = (gt, records) if iou_type == "bbox" else (_segm_gt(gt), _segm_records(records))
         ps, recall, _ = analyze(gt_t, recs, iou_type, backend, cat_ids)
-        report.image(breakdown_figure(mean_breakdown(ps, with_gt), recall, f"{iou_type} overall"),
-                     f"{iou_type} error breakdown, mean over classes, by object size")
+        sizes = _sizes_with_objects(gt_t)
+        left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
+        report.image(breakdown_figure(mean_breakdown(ps, with_gt), recall, f"{iou_type} overall", sizes),
+                     f"{iou_type} error breakdown, mean over classes, by object size"
+                     + (f" ({', '.join(left_out)}: no objects of that size, not drawn)" if left_out else ""))
         rows = []
         for k in range(len(cat_ids)):
             if not with_gt[k]:
@@ -169,6 +190,13 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
             rows.append([names[k], *(ps[i, :, k, 0].mean() * 100 for i in range(7))])
         report.table(["class", *ERROR_TYPES], rows, caption=f"{iou_type}: AP (percent) under each curve "
                      "per class, all sizes", digits=1)
+
+
+def _sizes_with_objects(gt: dict) -> List[int]:
+    """Indices into AREAS of "all" and of the COCO sizes that have non-crowd objects."""
+    bounds = ((0, 32 ** 2), (32 ** 2, 96 ** 2), (96 ** 2, float("inf")))
+    areas = [a.get("area", 0) for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    return [0] + [i + 1 for i, (lo, hi) in enumerate(bounds) if any(lo <= v < hi for v in areas)]
 
 
 def _segm_gt(gt):
@@ -194,4 +222,4 @@ def _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh,
     report.html(legend_html())
     if missing:
         report.text(f"{len(missing)} image file(s) not found in {images_dir} (e.g. {missing[0]}): left out", "warn")
-    report.gallery(items, max_side=480)
+    report.gallery(items, max_side=800)

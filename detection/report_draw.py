@@ -24,9 +24,14 @@ def pr_figure(precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray, n
     """Two panels, IoU 0.50 and 0.75: precision over recall per class (``order``: the class indices
     drawn, at most MAX_CURVES), from COCOeval's ``precision`` [T, R, K, A, M] at area all, maxDets 100."""
     fig, axes = figure(12, 4.6, ncols=2)
+    shown = list(order[:MAX_CURVES])
+    if len(shown) > 10:  # the default cycle repeats after 10 colours
+        from matplotlib import colormaps
+        for ax in axes:
+            ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
     for ax, thr in zip(axes, (0.5, 0.75)):
         t = int(np.argmin(np.abs(iou_thrs - thr)))
-        for k in order[:MAX_CURVES]:
+        for k in shown:
             p = precision[t, :, k, 0, -1]
             if np.all(p < 0):  # no ground truth: no curve
                 continue
@@ -72,11 +77,13 @@ def confusion_figure(cm: np.ndarray, names: Sequence[str], title: str):
     return fig
 
 
-def breakdown_figure(ps: np.ndarray, recall: np.ndarray, title: str):
+def breakdown_figure(ps: np.ndarray, recall: np.ndarray, title: str, areas: Sequence[int] = (0, 1, 2, 3)):
     """Detectron's analyze plots: the seven cumulative PR curves as stacked areas, one panel per
-    area range; ``ps`` [7, R, 4] (a class, or the mean over classes). AP of each kind in the legend."""
-    fig, axes = figure(16, 3.9, ncols=4)
-    for a, ax in enumerate(axes):
+    area range (``areas``: indices into AREAS); ``ps`` [7, R, 4] (a class, or the mean over
+    classes). AP of each kind in the legend."""
+    fig, axes = figure(4 * len(areas), 3.9, ncols=len(areas), squeeze=False)
+    axes = axes[0]
+    for a, ax in zip(areas, axes):
         curves = ps[:, :, a]
         aps = curves.mean(axis=1)
         layers = np.vstack([curves[:1], np.diff(curves, axis=0)])
@@ -88,7 +95,7 @@ def breakdown_figure(ps: np.ndarray, recall: np.ndarray, title: str):
         ax.set_title(f"{title}: {AREAS[a]}", fontsize=10)
         ax.legend(fontsize=7, loc="lower left")
     axes[0].set_ylabel("precision")
-    fig.subplots_adjust(left=0.04, right=0.995, bottom=0.14, top=0.9, wspace=0.12)
+    fig.subplots_adjust(left=0.16 / len(areas), right=1 - 0.02 / len(areas), bottom=0.14, top=0.9, wspace=0.12)
     return fig
 
 
@@ -102,23 +109,24 @@ def _scaled(image: np.ndarray, max_side: int):
     return np.ascontiguousarray(image), scale
 
 
-def draw_errors(image: np.ndarray, entry: dict, names: Dict[int, str], max_side: int = 480) -> np.ndarray:
+def draw_errors(image: np.ndarray, entry: dict, names: Dict[int, str], max_side: int = 800) -> np.ndarray:
     """A thumbnail of ``image`` with the ground truth (thin; missed objects thick) and the detections
     of one image of :func:`detection.error_analysis.match_detections`, coloured by outcome."""
     import cv2
 
     canvas, scale = _scaled(image, max_side)
-    thick = max(2, round(max(canvas.shape[:2]) / 240))
+    thick = max(2, round(max(canvas.shape[:2]) / 300))
+    font = 0.4 * max(1.0, max(canvas.shape[:2]) / 600)  # shown at about a third of the page's width
 
     def box(b, color, width, label=None):
         x, y, w, h = (v * scale for v in b)
         p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
         cv2.rectangle(canvas, p1, p2, color, width, cv2.LINE_AA)
         if label:
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
             ty = max(th + base, p1[1])
             cv2.rectangle(canvas, (p1[0], ty - th - base), (p1[0] + tw, ty), color, -1)
-            cv2.putText(canvas, label, (p1[0], ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(canvas, label, (p1[0], ty - base), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 1, cv2.LINE_AA)
 
     for gt, outcome in entry["gt"]:
         if outcome == "fn":
@@ -141,7 +149,7 @@ def legend_html() -> str:
 
 
 def gallery_items(entries: List[tuple], images: Dict[int, dict], images_dir: str, names: Dict[int, str],
-                  max_side: int = 480) -> tuple:
+                  max_side: int = 800) -> tuple:
     """(items for Report.gallery, files not found) of the (image_id, entry, errors) ``entries``."""
     from engine.data import DataError
     from engine.image_io import read_image

@@ -61,9 +61,9 @@ table.sortable th.asc:after{content:" \\2191";color:var(--fg)}
 table.sortable th.desc:after{content:" \\2193";color:var(--fg)}
 tr:nth-child(even) td{background:#fafbfc}
 td.bad{color:#b42318;font-weight:600}
-figure{margin:8px 0 14px;display:inline-block;vertical-align:top}
+figure{margin:8px 0 14px;display:inline-block;vertical-align:top;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
-figcaption{color:var(--muted);font-size:12px;margin-top:2px;max-width:100%}
+figcaption{color:var(--muted);font-size:12px;margin-top:2px;max-width:100%;overflow-wrap:anywhere}
 div.gallery{display:flex;flex-wrap:wrap;gap:10px}
 div.gallery figure{margin:0;width:calc(33.3% - 7px);min-width:240px}
 div.gallery figure img{width:100%}
@@ -210,18 +210,22 @@ class Report:
         return self.html(self._figure_html(source, caption, max_side))
 
     def gallery(self, items: Iterable[Tuple[Any, str]], max_side: int = THUMBNAIL_SIDE) -> "Report":
-        """Thumbnails side by side: ``items`` of (figure / RGB array / path, caption)."""
-        cells = "".join(self._figure_html(src, cap, max_side) for src, cap in items)
+        """Thumbnails side by side, each a link to itself (opens larger): ``items`` of
+        (figure / RGB array / path, caption)."""
+        cells = "".join(self._figure_html(src, cap, max_side, link=True) for src, cap in items)
         return self.html(f'<div class="gallery">{cells}</div>')
 
-    def _figure_html(self, source, caption: str, max_side: int) -> str:
+    def _figure_html(self, source, caption: str, max_side: int, link: bool = False) -> str:
         name = self._save(source, caption, max_side)
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         if name is None:
             self.images_left_out += 1
             return (f'<figure><p class="warn">image left out: the report reached its size limit of {self.max_mb:g} MB '
                     f'({escape(self.limit_hint)})</p>{cap}</figure>')
-        return f'<figure><img src="images/{name}" alt="{escape(caption or name)}">{cap}</figure>'
+        img = f'<img src="images/{name}" alt="{escape(caption or name)}">'
+        if link:
+            img = f'<a href="images/{name}">{img}</a>'
+        return f"<figure>{img}{cap}</figure>"
 
     def _save(self, source, caption: str, max_side: int) -> Optional[str]:
         """Write one image into images/; its file name, or None once over the size budget."""
