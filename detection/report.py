@@ -20,7 +20,7 @@ import numpy as np
 from engine.report import Report
 
 from .error_analysis import AREAS, ERROR_TYPES, analyze, confusion_matrix, image_errors, match_detections
-from .evaluation import METRIC_KEYS, _percent, category_names, prepare_ground_truth, run_cocoeval
+from .evaluation import METRIC_KEYS, _percent, category_names, eval_summary, prepare_ground_truth, run_cocoeval
 from .report_draw import (breakdown_figure, class_order, confusion_figure, gallery_items, legend_html,
                           mean_breakdown, pr_figure)
 
@@ -49,22 +49,25 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
                            images_dir: Optional[str] = None, backend: str = "faster_coco_eval",
                            category_ids: Optional[Iterable[int]] = None,
                            image_ids: Optional[Iterable[int]] = None, score_thresh: float = 0.5,
-                           gallery_size: int = 9) -> Dict[str, float]:
+                           gallery_size: int = 9, summaries: Optional[Dict[str, dict]] = None) -> Dict[str, float]:
     """Add the detection sections to ``report`` for the COCO results ``records`` against ``gt``
     (a path, dict or :class:`detection.evaluation.GroundTruth`). ``category_ids``: the model's label
     space (default: every category of the json); ``image_ids``: the images that were run (default:
-    all); ``images_dir``: where the json's ``file_name``s are (no gallery without it). Returns the
-    seconds each part took."""
+    all); ``images_dir``: where the json's ``file_name``s are (no gallery without it); ``summaries``:
+    the evaluation's own :func:`detection.evaluation.eval_summary` per IoU type when it ran with the
+    same arguments (``COCOEvaluator.summaries``), else COCOeval runs again. Returns the seconds each
+    part took."""
     times: Dict[str, float] = {}
     start = time.perf_counter()
     gt = _subset(prepare_ground_truth(gt, log=False), image_ids)
     names_by_id = category_names(gt)
-    evals = {t: run_cocoeval(gt, records, t, backend, category_ids=category_ids) for t in iou_types}
+    evals = {t: (summaries or {}).get(t) or eval_summary(*run_cocoeval(gt, records, t, backend,
+                                                                       category_ids=category_ids))
+             for t in iou_types}
     times["evaluation"] = time.perf_counter() - start
 
     _metrics_section(report, evals)
-    first = evals[iou_types[0]][0]
-    cat_ids = list(first.params.catIds)
+    cat_ids = list(evals[iou_types[0]]["cat_ids"])
     names = [names_by_id.get(c, str(c)) for c in cat_ids]
     instances = {c: 0 for c in cat_ids}
     for a in gt["annotations"]:
@@ -92,9 +95,8 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     report.section("Precision-recall")
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
                 "an image" + (f"; the {20} classes with the most instances" if len(cat_ids) > 20 else ""), "note")
-    for iou_type, (ev, _) in evals.items():
-        report.image(pr_figure(_precision_for(ev, cat_ids), np.asarray(ev.params.recThrs),
-                               np.asarray(ev.params.iouThrs), names, order, iou_type),
+    for iou_type, ev in evals.items():
+        report.image(pr_figure(_precision_for(ev, cat_ids), ev["rec_thrs"], ev["iou_thrs"], names, order, iou_type),
                      f"{iou_type} precision-recall per class at IoU 0.50 and 0.75")
 
     report.section("Confusion matrix")
@@ -117,8 +119,8 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
 
 def _precision_for(ev, cat_ids: Sequence[int]) -> np.ndarray:
     """COCOeval's precision [T, R, K, A, M] with its K axis in ``cat_ids`` order (-1: not evaluated)."""
-    precision = np.asarray(ev.eval["precision"])
-    index = {c: k for k, c in enumerate(ev.params.catIds)}
+    precision = ev["precision"]
+    index = {c: k for k, c in enumerate(ev["cat_ids"])}
     out = np.full(precision.shape[:2] + (len(cat_ids),) + precision.shape[3:], -1.0)
     for k, c in enumerate(cat_ids):
         if c in index:
@@ -129,7 +131,7 @@ def _precision_for(ev, cat_ids: Sequence[int]) -> np.ndarray:
 def _metrics_section(report: Report, evals: dict) -> None:
     report.section("COCO metrics")
     report.text("COCOeval's 12 numbers in percent (n/a: no object of that size)", "note")
-    rows = [[iou_type] + [_percent(v) for v in ev.stats[:12]] for iou_type, (ev, _) in evals.items()]
+    rows = [[iou_type] + [_percent(v) for v in ev["stats"][:12]] for iou_type, ev in evals.items()]
     report.table(["type", *METRIC_KEYS], rows, sortable=False, digits=1)
 
 
@@ -155,10 +157,9 @@ def _per_class_section(report, evals, cat_ids, names, instances, detections, cm,
     rows = []
     for k, c in enumerate(cat_ids):
         row: list = [names[k]]
-        for ev, _ in evals.values():
-            ev_cats = list(ev.params.catIds)
-            row += _per_class_ap(np.asarray(ev.eval["precision"]), np.asarray(ev.params.iouThrs),
-                                 ev_cats.index(c)) if c in ev_cats else [float("nan")] * 3
+        for ev in evals.values():
+            row += _per_class_ap(ev["precision"], ev["iou_thrs"], ev["cat_ids"].index(c)) \
+                if c in ev["cat_ids"] else [float("nan")] * 3
         row += [instances[c], detections[c], int(cm[k, k]), int(cm[:k_all, k].sum() - cm[k, k]),
                 int(cm[k_all, k]), int(cm[k, k_all])]
         rows.append(row)
