@@ -95,9 +95,11 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     report.section("Precision-recall")
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
                 "an image" + (f"; the {20} classes with the most instances" if len(cat_ids) > 20 else ""), "note")
-    for iou_type, ev in evals.items():
-        report.image(pr_figure(_precision_for(ev, cat_ids), ev["rec_thrs"], ev["iou_thrs"], names, order, iou_type),
-                     f"{iou_type} precision-recall per class at IoU 0.50 and 0.75")
+    first = evals[iou_types[0]]
+    report.image(pr_figure([(_precision_for(ev, cat_ids), t) for t, ev in evals.items()], first["rec_thrs"],
+                           first["iou_thrs"], names, order),
+                 "precision-recall per class at IoU 0.50 (solid) and 0.75 (dashed); the AP of each in the "
+                 "per-class table")
 
     report.section("Confusion matrix")
     report.text(f"Box IoU >= 0.5, detections scoring >= {score_thresh:g}, one-to-one: each detection "
@@ -176,19 +178,24 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
                 "add; the legend gives the AP under each curve. Means over the classes with ground truth.",
                 "note")
     with_gt = np.array([instances.get(c, 0) > 0 for c in cat_ids], dtype=bool)
+    results, sizes = {}, set()
     for iou_type in iou_types:
         gt_t, recs = (gt, records) if iou_type == "bbox" else (_segm_gt(gt), _segm_records(records))
-        ps, recall, _ = analyze(gt_t, recs, iou_type, backend, cat_ids)
-        sizes = _sizes_with_objects(gt_t)
-        left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
-        report.image(breakdown_figure(mean_breakdown(ps, with_gt), recall, f"{iou_type} overall", sizes),
-                     f"{iou_type} error breakdown, mean over classes, by object size"
-                     + (f" ({', '.join(left_out)}: no objects of that size, not drawn)" if left_out else ""))
-        rows = []
-        for k in range(len(cat_ids)):
-            if not with_gt[k]:
-                continue
-            rows.append([names[k], *(ps[i, :, k, 0].mean() * 100 for i in range(7))])
+        results[iou_type] = analyze(gt_t, recs, iou_type, backend, cat_ids)
+        sizes |= set(_sizes_with_objects(gt_t))
+    recall = results[iou_types[0]][1]
+    means = {t: mean_breakdown(ps, with_gt) for t, (ps, _, _) in results.items()}  # [7, R, 4] each
+    report.image(breakdown_figure([(m[:, :, 0], f"{t}: mean over classes, all sizes") for t, m in means.items()],
+                                  recall), "error breakdown (COCO analyze), mean over classes")
+    rows = [[f"{t} {AREAS[a]}", *(m[i, :, a].mean() * 100 for i in range(7))]
+            for t, m in means.items() for a in sorted(sizes)]
+    left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
+    report.table(["type, size", *ERROR_TYPES], rows, sortable=False, digits=1,
+                 caption="AP (percent) under each curve, mean over classes, by COCO object size"
+                 + (f" ({', '.join(left_out)}: no objects of that size)" if left_out else ""))
+    for iou_type, (ps, _, _) in results.items():
+        rows = [[names[k], *(ps[i, :, k, 0].mean() * 100 for i in range(7))]
+                for k in range(len(cat_ids)) if with_gt[k]]
         report.table(["class", *ERROR_TYPES], rows, caption=f"{iou_type}: AP (percent) under each curve "
                      "per class, all sizes", digits=1)
 
