@@ -96,3 +96,17 @@ def test_report_in_a_browser_sorts_and_loads_everything(tmp_path):
     assert "n/a" in sorted_page.text and not sorted_page.console_errors
     order = [line.split("\t")[0] for line in sorted_page.text.splitlines() if line.split("\t")[0] in ("a", "b", "c")]
     assert order == ["a", "c", "b"], order
+
+
+def test_browser_check_catches_a_missing_image_and_a_script_error(tmp_path):
+    """check_report must fail on what a person would see as broken (so the report tests can fail)."""
+    import pytest
+
+    from tests.report_browser import check_report
+
+    report = Report(str(tmp_path / "r"), "t")
+    report.section("numbers").table(["a"], [[1.0]])
+    report.html('<img src="images/missing.png" alt="gone"><script>undefined_function()</script>')
+    with pytest.raises(AssertionError, match="console errors|images that did not load") as err:
+        check_report(report.write(), ["numbers"])
+    assert "missing.png" in str(err.value) or "undefined_function" in str(err.value)
