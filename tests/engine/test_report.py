@@ -78,3 +78,21 @@ def test_run_section_reads_the_output_folder(tmp_path):
                      "2 logged training steps up to iteration 2, 1 evaluations"):
         assert expected in html
     assert len(_images(html)) == 1
+
+
+def test_report_in_a_browser_sorts_and_loads_everything(tmp_path):
+    from tests.report_browser import check_report, render
+
+    report = Report(str(tmp_path / "r"), "t")
+    report.section("numbers").table(["class", "AP"], [["a", 2.0], ["b", float("nan")], ["c", 10.0]])
+    fig, ax = figure()
+    ax.plot([0, 1], [1, 0])
+    report.image(fig, "curve")
+    path = report.write()
+    page = check_report(path, ["numbers"])
+    assert len(page.images) == 1
+    # the page's own script sorts by a click on a header: numbers numerically, n/a last
+    sorted_page = render(path, script='document.querySelectorAll("th")[1].click()')
+    assert "n/a" in sorted_page.text and not sorted_page.console_errors
+    order = [line.split("\t")[0] for line in sorted_page.text.splitlines() if line.split("\t")[0] in ("a", "b", "c")]
+    assert order == ["a", "c", "b"], order

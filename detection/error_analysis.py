@@ -1,0 +1,204 @@
+"""Where detections go wrong: COCO's ``analyze()`` error breakdown, and a one-to-one matching at one
+IoU and score threshold for the confusion matrix and the per-image error counts.
+
+**Error breakdown** (``analyze``, COCO API's ``CocoEval.analyze`` of the Matlab API, which
+Detectron's and the COCO challenge's analysis plots come from; chosen over TIDE because it is
+COCOeval itself re-run on modified inputs, so every number is an AP COCOeval computes). For each
+category, precision-recall at maxDets 100 and every COCO area range, as seven cumulative curves:
+
+1. C75: PR at IoU 0.75; 2. C50: PR at IoU 0.50; 3. Loc: PR at IoU 0.10 (localisation errors
+   forgiven, duplicates still false positives);
+4. Sim: IoU 0.10, the category's detections only, category-agnostic matching against the ground
+   truth of the categories of its supercategory, the other categories' objects flagged ``ignore``
+   (a detection on a similar object counts neither way);
+5. Oth: as Sim with every other category's objects flagged ``ignore``;
+6. BG: 1 where Oth's precision is above 0 (background false positives removed);
+7. FN: 1 (every remaining error is a missed object).
+
+Not in the libraries: pycocotools has no Python ``analyze`` (MMDetection's port,
+``coco_error_analysis.py``, relabels the other objects as the category instead of ignoring them, so
+they count as hits and misses), and both pycocotools and faster-coco-eval overwrite a dataset's
+``ignore`` flag with ``iscrowd`` in ``_prepare``. :func:`_with_ignore` restores the flag after
+``_prepare`` so that ignored objects behave as the Matlab code's (not crowd: one match each, plain
+IoU). tests/detection/test_error_analysis.py checks the result against a reference written from the
+Matlab code with pycocotools, and a hand-worked case.
+
+**Matching** (``match_detections``): per image, detections at or above a score threshold, highest
+score first, each takes the free ground truth of its own category with the highest IoU >= 0.5
+(a true positive), as COCOeval; those left then take the free ground truth of another category
+(a confusion); the rest are background false positives, and ground truth nobody took is missed.
+A detection on a crowd region is left out, as COCOeval ignores it. Written here because neither
+library exposes a confusion matrix over COCO results files (MMDetection's ``confusion_matrix.py``
+counts a detection once per overlapping object).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .evaluation import _backend, _coco_from_dataset, _empty_results
+
+ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
+AREAS = ("all", "small", "medium", "large")
+_IGNORE_KEY = "_analysis_ignore"
+
+
+def _with_ignore(eval_cls):
+    """``eval_cls`` whose ``_prepare`` keeps ground truth flagged ``_analysis_ignore`` ignored."""
+
+    class WithIgnore(eval_cls):
+        def _prepare(self):
+            super()._prepare()
+            for ann in self.cocoGt.anns.values():  # the dicts _prepare handed to the matcher
+                if ann.get(_IGNORE_KEY):
+                    ann["ignore"] = 1
+
+    return WithIgnore
+
+
+def _run(coco_cls, eval_cls, kwargs, gt_dataset: dict, records: List[dict], iou_type: str,
+         iou_thrs: Sequence[float], use_cats: bool, cat_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+    """COCOeval's precision array [T, R, K, A, 1] at maxDets 100."""
+    coco_gt = _coco_from_dataset(coco_cls, gt_dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes([dict(r) for r in records]) if records else _empty_results(coco_cls, gt_dataset)
+    ev = eval_cls(coco_gt, coco_dt, iou_type, **kwargs)
+    ev.params.maxDets = [100]
+    ev.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+    ev.params.useCats = int(use_cats)
+    if cat_ids is not None:
+        ev.params.catIds = list(cat_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    return np.asarray(ev.eval["precision"], dtype=np.float64)
+
+
+def analyze(gt_dataset: dict, records: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
+            category_ids: Optional[Iterable[int]] = None) -> Tuple[np.ndarray, np.ndarray, List[int]]:
+    """The error breakdown (module docstring) of ``records`` against a prepared ground truth
+    (:func:`detection.evaluation.prepare_ground_truth`; for segm, with unusable masks left out).
+
+    Returns ``(ps, recall_thresholds, category_ids)``: ``ps`` [7, R, K, 4] in ERROR_TYPES order and
+    AREAS order, missing values 0 as in the Matlab code; the mean over axis 1 of ``ps[i, :, k, 0]``
+    is the category's AP of that kind. ``category_ids`` default: every category of the json (as the
+    Matlab code); the mean over categories is taken over these.
+    """
+    coco_cls, eval_cls, kwargs = _backend(backend)
+    eval_cls = _with_ignore(eval_cls)
+    cats = {c["id"]: c for c in gt_dataset["categories"]}
+    cat_ids = sorted(cats) if category_ids is None else [int(c) for c in category_ids]
+    records = [r for r in records if r["category_id"] in set(cat_ids)]
+    first = _run(coco_cls, eval_cls, kwargs, gt_dataset, records, iou_type, (0.75, 0.5, 0.1), True, cat_ids)
+    num_rec = first.shape[1]
+    ps = np.zeros((7, num_rec, len(cat_ids), len(AREAS)))
+    ps[:3] = first[:, :, :, :, 0]
+    annotations = gt_dataset["annotations"]
+    supercategory = {c: cats[c].get("supercategory", f"\0{c}") for c in cats}  # none given: its own
+    for k, cat_id in enumerate(cat_ids):
+        mine = [r for r in records if r["category_id"] == cat_id]
+        similar = {c for c in cats if supercategory[c] == supercategory.get(cat_id)} | {cat_id}
+        sim_gt = dict(gt_dataset, annotations=[
+            dict(a, **{_IGNORE_KEY: 1}) if a["category_id"] != cat_id else a
+            for a in annotations if a["category_id"] in similar])
+        ps[3, :, k] = _run(coco_cls, eval_cls, kwargs, sim_gt, mine, iou_type, (0.1,), False)[0, :, 0, :, 0]
+        oth_gt = dict(gt_dataset, annotations=[dict(a, **{_IGNORE_KEY: 1}) if a["category_id"] != cat_id else a
+                                               for a in annotations])
+        ps[4, :, k] = _run(coco_cls, eval_cls, kwargs, oth_gt, mine, iou_type, (0.1,), False)[0, :, 0, :, 0]
+    ps[ps == -1] = 0
+    ps[5] = ps[4] > 0
+    ps[6] = 1
+    recall = np.linspace(0.0, 1.0, num_rec)
+    return ps, recall, cat_ids
+
+
+# ---------------------------------------------------------------------------------- the matching
+
+
+def _ious(dt_boxes: np.ndarray, gt_boxes: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    if not len(dt_boxes) or not len(gt_boxes):
+        return np.zeros((len(dt_boxes), len(gt_boxes)))
+    return np.asarray(mask_utils.iou(dt_boxes.tolist(), gt_boxes.tolist(), crowd.astype(np.uint8).tolist()))
+
+
+def match_detections(gt_dataset: dict, records: List[dict], score_thresh: float = 0.5,
+                     iou_thresh: float = 0.5, image_ids: Optional[Iterable[int]] = None) -> Dict[int, dict]:
+    """The one-to-one matching of the module docstring on boxes, per image::
+
+        {image_id: {"gt": [(annotation, outcome)], "dt": [(record, outcome, matched_gt_category)]}}
+
+    ``outcome`` for a ground truth: "tp", "confused" (taken by a detection of another category) or
+    "fn"; for a detection: "tp", "confused" or "fp" (background). Crowd regions are not listed.
+    """
+    by_image: Dict[int, dict] = {}
+    ids = sorted({int(i) for i in image_ids}) if image_ids is not None else \
+        sorted(int(img["id"]) for img in gt_dataset["images"])
+    for i in ids:
+        by_image[i] = {"gt": [], "dt": [], "_gts": [], "_dts": []}
+    for ann in gt_dataset["annotations"]:
+        if ann["image_id"] in by_image:
+            by_image[ann["image_id"]]["_gts"].append(ann)
+    for r in records:
+        if r["image_id"] in by_image and r["score"] >= score_thresh:
+            by_image[r["image_id"]]["_dts"].append(r)
+    for entry in by_image.values():
+        gts, dts = entry.pop("_gts"), sorted(entry.pop("_dts"), key=lambda r: -r["score"])
+        crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+        ious = _ious(np.array([d["bbox"] for d in dts], dtype=np.float64).reshape(-1, 4),
+                     np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4), crowd)
+        taken = np.zeros(len(gts), dtype=bool)
+        gt_outcome = ["fn"] * len(gts)
+        dt_outcome: List[Optional[Tuple[str, Optional[int]]]] = [None] * len(dts)
+        for same_class in (True, False):
+            for d, det in enumerate(dts):
+                if dt_outcome[d] is not None:
+                    continue
+                best, best_iou = -1, iou_thresh
+                for g, gt in enumerate(gts):
+                    if taken[g] or crowd[g] or (gt["category_id"] == det["category_id"]) != same_class:
+                        continue
+                    if ious[d, g] >= best_iou:
+                        best, best_iou = g, ious[d, g]
+                if best >= 0:
+                    taken[best] = True
+                    kind = "tp" if same_class else "confused"
+                    gt_outcome[best] = kind
+                    dt_outcome[d] = (kind, gts[best]["category_id"])
+        for d, det in enumerate(dts):
+            if dt_outcome[d] is None:
+                on_crowd = any(crowd[g] and ious[d, g] >= iou_thresh for g in range(len(gts)))
+                if on_crowd:  # COCOeval ignores a detection on a crowd region
+                    continue
+                dt_outcome[d] = ("fp", None)
+            entry["dt"].append((det, *dt_outcome[d]))
+        entry["gt"] = [(g, o) for g, o, c in zip(gts, gt_outcome, crowd) if not c]
+    return by_image
+
+
+def confusion_matrix(matches: Dict[int, dict], cat_ids: Sequence[int]) -> np.ndarray:
+    """[K + 1, K + 1] counts: rows the ground truth's category (last: background, i.e. false
+    positives), columns the detection's (last: background, i.e. missed objects)."""
+    index = {c: i for i, c in enumerate(cat_ids)}
+    k = len(cat_ids)
+    cm = np.zeros((k + 1, k + 1), dtype=np.int64)
+    for entry in matches.values():
+        for det, outcome, gt_cat in entry["dt"]:
+            col = index.get(det["category_id"], None)
+            if col is None:
+                continue
+            row = index.get(gt_cat, k) if outcome in ("tp", "confused") else k
+            cm[row, col] += 1
+        for gt, outcome in entry["gt"]:
+            if outcome == "fn" and gt["category_id"] in index:
+                cm[index[gt["category_id"]], k] += 1
+    return cm
+
+
+def image_errors(entry: dict) -> int:
+    """False positives, confusions and missed objects of one image of :func:`match_detections`."""
+    return sum(o != "tp" for _, o, _ in entry["dt"]) + sum(o == "fn" for _, o in entry["gt"])
