@@ -192,7 +192,10 @@ def write_dataset_report(check: DatasetReport, images_dir: str, directory: str, 
     report.text("Chosen to show every class at least once (rarest first), then spread over the file; polygons "
                 "filled, boxes outlined, one colour per class.", "note")
     items = []
-    for image_id in sample_images(data, num_samples):
+    chosen = sample_images(data, num_samples)
+    for image_id in chosen + sorted(set(images) - set(chosen)):  # an unreadable one is replaced by the next
+        if len(items) >= num_samples:
+            break
         img = images[image_id]
         pixels = _read(images_dir, img)
         if pixels is None:
