@@ -31,7 +31,8 @@ def _size_figure(stats: dict):
     fig, ax = figure(6.4, 3.4)
     sides = np.sqrt(np.maximum(stats["areas"], 0))
     sides = sides[sides > 0]
-    lo, hi = (max(1.0, sides.min() * 0.9), max(sides.max() * 1.1, 128.0)) if len(sides) else (1.0, 1024.0)
+    # the three ranges always in view: from at most 8 px to at least 128 px
+    lo, hi = (min(8.0, max(1.0, sides.min() * 0.9)), max(sides.max() * 1.1, 128.0)) if len(sides) else (1.0, 1024.0)
     sizes, total = stats["sizes"], max(1, len(stats["areas"]))
     for (a, b), name, colour in (((lo, 32), "small", "#fdd0a2"), ((32, 96), "medium", "#c6dbef"),
                                  ((96, hi), "large", "#c7e9c0")):
@@ -162,8 +163,8 @@ def write_dataset_report(check: DatasetReport, images_dir: str, directory: str, 
                 "note")
 
     report.section("Classes")
-    report.table(["id", "class", "instances", "images", "crowd", "small", "medium", "large"],
-                 [[c["id"], c["name"], c["instances"], c["images"], c["crowd"], c["small"], c["medium"], c["large"]]
+    report.table(["class", "id", "instances", "images", "crowd", "small", "medium", "large"],
+                 [[c["name"], c["id"], c["instances"], c["images"], c["crowd"], c["small"], c["medium"], c["large"]]
                   for c in stats["classes"]],
                  caption="Non-crowd instances per category, the images holding them, crowd regions, and COCO's size "
                          "ranges by annotation area (click a column to sort).")

@@ -103,7 +103,7 @@ def add_confusion_matrix(report: Report, matrix: np.ndarray, names: Sequence[str
         report.text(f"Rows: the true class; columns: the prediction (by class number); counts of {unit}, "
                     "blue on the diagonal (right), red off it (wrong), shaded by the share of the row. "
                     "Hover over a cell for its names.", "note")
-        report.html(_html_matrix(m, names, unit))
+        report.html(f'<div class="scroll">{_html_matrix(m, names, unit)}</div>')
     else:
         report.image(_figure_matrix(m, names), f"confusion matrix of {len(m)} classes (rows: true, columns: "
                                                "predicted; shaded by the share of the true class)")
