@@ -186,18 +186,11 @@ def per_category_ap(precision: np.ndarray, cat_ids: Sequence[int], names: Dict[i
     return result
 
 
-def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
-                     image_ids: Optional[Iterable[int]] = None,
-                     category_ids: Optional[Iterable[int]] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """Evaluate COCO results records against ``gt``; returns (12 metrics, per-category AP), percent.
-
-    ``image_ids`` restricts the evaluation to those images (e.g. the part of a validation set that
-    was run); by default every ground-truth image counts, with or without detections.
-    ``category_ids``: the categories to evaluate (a model's label space); those that ground-truth
-    annotations use are added. Default: every category of the json. The mean AP is the same either
-    way (a category without ground truth does not count), the per-category table differs: a
-    placeholder category that is no class is not listed.
-    """
+def run_cocoeval(gt, results: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
+                 image_ids: Optional[Iterable[int]] = None, category_ids: Optional[Iterable[int]] = None):
+    """The COCOeval object after evaluate / accumulate / summarize (arguments as
+    :func:`evaluate_results`), and the ground truth it used (for segm: instances without a mask left
+    out). Its ``eval["precision"]`` [T, R, K, A, M] is what the report's curves are drawn from."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
     coco_cls, eval_cls, eval_kwargs = _backend(backend)
@@ -226,6 +219,22 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator, gt_dataset
+
+
+def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: str = "faster_coco_eval",
+                     image_ids: Optional[Iterable[int]] = None,
+                     category_ids: Optional[Iterable[int]] = None) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Evaluate COCO results records against ``gt``; returns (12 metrics, per-category AP), percent.
+
+    ``image_ids`` restricts the evaluation to those images (e.g. the part of a validation set that
+    was run); by default every ground-truth image counts, with or without detections.
+    ``category_ids``: the categories to evaluate (a model's label space); those that ground-truth
+    annotations use are added. Default: every category of the json. The mean AP is the same either
+    way (a category without ground truth does not count), the per-category table differs: a
+    placeholder category that is no class is not listed.
+    """
+    evaluator, gt_dataset = run_cocoeval(gt, results, iou_type, backend, image_ids, category_ids)
     metrics = {k: _percent(v) for k, v in zip(METRIC_KEYS, evaluator.stats)}
     per_category = per_category_ap(np.asarray(evaluator.eval["precision"]), evaluator.params.catIds,
                                    category_names(gt_dataset))

@@ -59,6 +59,8 @@ class DetectionTask:
                                   "the run saved, output_dir/config.yaml)")
             cfg.model.num_classes = k
         self._model_input_norm: Optional[dict] = None
+        self._notes: List[tuple] = []  # (heading, text) for the report's run section (report_notes)
+        self._last_eval: Optional[dict] = None  # the records of the last evaluation, rank 0 (write_report)
 
     # ---- data ------------------------------------------------------------------------------
     def train_dataset(self) -> ConcatCocoDetection:
@@ -86,11 +88,15 @@ class DetectionTask:
                 for ds in train.datasets:
                     (logger.warning if ds.cleaning.dropped(annotations_only=False) else logger.info)(
                         "training set %s", ds.cleaning.summary())
+                    self._note("training set", ds.cleaning)
                 if unused:
+                    self._notes.append(("label space", f"{unused} left out: no training annotation uses it"))
                     logger.warning("label space: %s left out, no training annotation uses it "
                                    "(data.keep_unused_categories=true keeps every category)", unused)
                 logger.info("label space: %d classes (model.num_classes=%d), instances per class: %s", k, k,
                             train.instances_per_class())
+                self._notes.append(("label space", f"{k} classes; training instances per class: "
+                                                   f"{train.instances_per_class()}"))
                 logger.info("training set: %s", train.stats)
             if c.data.val:
                 self._check_val_sets()
@@ -119,6 +125,7 @@ class DetectionTask:
             if is_main_process():
                 (logger.warning if coco.cleaning.dropped(annotations_only=False) else logger.info)(
                     "validation set %s", coco.cleaning.summary())
+                self._note("validation set", coco.cleaning)
             if i == 0 and self._val_set is None:
                 self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True, skip_bad=False,
                                               category_map=self._train_set.id_to_contiguous, coco=coco)
@@ -152,6 +159,7 @@ class DetectionTask:
             # original pixels. Every image is kept: COCO evaluation counts images without objects.
             self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True,
                                           skip_bad=False, max_dropped_fraction=self.cfg.data.max_dropped_fraction)
+            self._note("validation set", self._val_set.cleaning)
             if self.weights_labels is not None:  # evaluation of a checkpoint: its label space must cover the json
                 unknown = sorted(used_category_ids(self._val_set.coco) - set(self.weights_labels["category_ids"]))
                 if unknown:
@@ -185,6 +193,7 @@ class DetectionTask:
             self._weights_checkpoint = None  # loaded: its tensors need not stay in memory
             if is_main_process():
                 logger.info("detector weights:\n%s", report)
+            self._notes.append(("weights", f"{self.cfg.model.weights}\n{report}"))
         self._model_input_norm = dict(model.input_norm)
         return model
 
@@ -231,8 +240,40 @@ class DetectionTask:
                               for t, o in zip(targets, outputs)})
         results = evaluator.evaluate()
         if is_main_process():
+            self._last_eval = {"records": evaluator.results(), "image_ids": evaluator.image_ids()}
             # The records themselves, as detectron2 keeps them: eval_coco.py --results reads them back.
             write_results_file(evaluator.results(), os.path.join(
                 self.cfg.output_dir, "inference", "coco_instances_results.json"))
             logger.info("COCO evaluation on %s:\n%s", dataset.json_path, format_table(results))
         return results
+
+    # ---- report ----------------------------------------------------------------------------
+    def _note(self, heading: str, cleaning) -> None:
+        text = cleaning.summary()
+        for reason, examples in cleaning.examples.items():
+            text += f"\n  {reason}: " + "; ".join(examples)
+        self._notes.append((heading, text))
+
+    def report_notes(self) -> List[tuple]:
+        """(heading, text) for the report's run section: what each dataset dropped (with examples), the
+        label space, the weight-load report."""
+        return list(self._notes)
+
+    def write_report(self, report, results: dict) -> None:
+        """The detection sections (detection.report) of the last evaluation, into ``report``."""
+        from .report import add_detection_sections
+
+        kind = "Mask R-CNN" if self.cfg.model.mask else "Faster R-CNN"
+        report.title = f"{kind} ({self.cfg.model.arch}, {self.cfg.model.backbone.name}): " \
+                       f"{os.path.basename(os.path.abspath(self.cfg.output_dir))}"
+        if self._last_eval is None:
+            report.section("Evaluation").text("no evaluation ran in this process: nothing to report", "warn")
+            return
+        dataset = self.val_dataset()
+        report.subtitle = f"evaluated on {dataset.json_path} ({len(self._last_eval['image_ids'])} images)"
+        add_detection_sections(report, self._ground_truth, self._last_eval["records"],
+                               ("bbox", "segm") if self.cfg.model.mask else ("bbox",),
+                               images_dir=self.cfg.data.val[0].images, backend=self.cfg.test.backend,
+                               category_ids=self.contiguous_to_id().values(),
+                               image_ids=self._last_eval["image_ids"],
+                               score_thresh=getattr(self, "report_score_thresh", 0.5))

@@ -42,9 +42,7 @@ def eval_curves(evals: List[dict], max_curves: int = 8) -> Dict[str, List[Tuple[
 def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_eval_curves: int = 8):
     """A matplotlib figure of three panels: training loss terms, learning rate, evaluation curves
     (see :func:`eval_curves`). The caller saves and closes it."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
+    from .report import figure
 
     losses: Dict[str, List[Tuple[int, float]]] = {}
     for r in train:
@@ -53,7 +51,7 @@ def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_ev
                 losses.setdefault(k, []).append((r["iter"], v))
     curves = eval_curves(evals, max_eval_curves)
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = figure(16, 4.5, ncols=3)
     for name, points in losses.items():
         axes[0].plot(*zip(*points), label=name, linewidth=2.0 if name == "loss" else 1.0)
     axes[0].set_title("training loss")
@@ -70,7 +68,7 @@ def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_ev
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.88 if title else 0.93, wspace=0.18)
     return fig
 
 
@@ -87,8 +85,5 @@ def plot_metrics(run_dir: str, out: Optional[str] = None, max_eval_curves: int =
     train, evals = read_metrics(path)
     out = out or os.path.join(run_dir, "metrics.png")
     fig = metrics_figure(train, evals, os.path.basename(os.path.abspath(run_dir)), max_eval_curves)
-    import matplotlib.pyplot as plt  # after metrics_figure chose the Agg backend
-
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

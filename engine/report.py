@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,18 +54,20 @@ pre{background:#f3f4f7;border:1px solid var(--line);padding:8px;overflow:auto;fo
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:3px 10px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-th{background:#eef1f6;position:sticky;top:34px}
+th{background:#eef1f6}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th:after{content:" \\2195";color:#9aa3b2;font-size:11px}
 table.sortable th.asc:after{content:" \\2191";color:var(--fg)}
 table.sortable th.desc:after{content:" \\2193";color:var(--fg)}
 tr:nth-child(even) td{background:#fafbfc}
 td.bad{color:#b42318;font-weight:600}
-figure{margin:8px 0 14px;display:inline-block;vertical-align:top}
+figure{margin:8px 0 14px;display:inline-block;vertical-align:top;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
-figcaption{color:var(--muted);font-size:12px;margin-top:2px;max-width:100%}
+figcaption{color:var(--muted);font-size:12px;margin-top:2px;max-width:100%;overflow-wrap:anywhere}
 div.gallery{display:flex;flex-wrap:wrap;gap:10px}
 div.gallery figure{margin:0;width:calc(33.3% - 7px);min-width:240px}
+div.gallery figure img{width:100%}
+div.scroll{overflow-x:auto;max-width:100%}
 details summary{cursor:pointer;color:var(--accent);margin:6px 0}
 span.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 12px;vertical-align:-1px}
 """
@@ -97,12 +100,14 @@ def escape(text: Any) -> str:
 
 
 def figure(width: float = 6.4, height: float = 4.0, **subplots):
-    """A matplotlib (Agg) ``(fig, axes)`` for a report; :meth:`Report.image` closes it."""
-    import matplotlib
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    """A matplotlib ``(fig, axes)`` drawn by Agg, outside pyplot (no global figure list to close,
+    no GUI backend to pick); ``subplots``: ``nrows``, ``ncols``, ... of ``Figure.subplots``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt.subplots(figsize=(width, height), **subplots)
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(**subplots)
 
 
 def _slug(text: str) -> str:
@@ -196,7 +201,8 @@ class Report:
         body = "".join("<tr>" + "".join(_cell(v, digits) for v in row) + "</tr>" for row in rows)
         cls = ' class="sortable"' if sortable else ""
         cap = f'<p class="note">{escape(caption)}</p>' if caption else ""
-        return self.html(f"{cap}<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return self.html(f'{cap}<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
+                         f"<tbody>{body}</tbody></table></div>")
 
     # ---- images ------------------------------------------------------------------------------
     def image(self, source, caption: str = "", max_side: int = IMAGE_SIDE) -> "Report":
@@ -204,18 +210,22 @@ class Report:
         return self.html(self._figure_html(source, caption, max_side))
 
     def gallery(self, items: Iterable[Tuple[Any, str]], max_side: int = THUMBNAIL_SIDE) -> "Report":
-        """Thumbnails side by side: ``items`` of (figure / RGB array / path, caption)."""
-        cells = "".join(self._figure_html(src, cap, max_side) for src, cap in items)
+        """Thumbnails side by side, each a link to itself (opens larger): ``items`` of
+        (figure / RGB array / path, caption)."""
+        cells = "".join(self._figure_html(src, cap, max_side, link=True) for src, cap in items)
         return self.html(f'<div class="gallery">{cells}</div>')
 
-    def _figure_html(self, source, caption: str, max_side: int) -> str:
+    def _figure_html(self, source, caption: str, max_side: int, link: bool = False) -> str:
         name = self._save(source, caption, max_side)
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         if name is None:
             self.images_left_out += 1
             return (f'<figure><p class="warn">image left out: the report reached its size limit of {self.max_mb:g} MB '
                     f'({escape(self.limit_hint)})</p>{cap}</figure>')
-        return f'<figure><img src="images/{name}" alt="{escape(caption or name)}">{cap}</figure>'
+        img = f'<img src="images/{name}" alt="{escape(caption or name)}">'
+        if link:
+            img = f'<a href="images/{name}">{img}</a>'
+        return f"<figure>{img}{cap}</figure>"
 
     def _save(self, source, caption: str, max_side: int) -> Optional[str]:
         """Write one image into images/; its file name, or None once over the size budget."""
@@ -227,12 +237,11 @@ class Report:
         stem = f"{self._counter:03d}-{_slug(caption or 'image')}"
         over = self.bytes_written >= self.max_bytes
         if hasattr(source, "savefig"):  # a matplotlib figure
-            import matplotlib.pyplot as plt
-
             name = stem + ".png"
             if not over:
                 source.savefig(os.path.join(self._images_dir, name), dpi=FIGURE_DPI)
-            plt.close(source)
+            if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays in pyplot's list until closed
+                sys.modules["matplotlib.pyplot"].close(source)
         else:
             import cv2
 

@@ -171,6 +171,7 @@ class Trainer:
         self.skipped_total = 0  # samples the dataset skipped (returned None), over all ranks
         self.last_checkpoint: Optional[str] = None
         self._warned_missing_metric = False
+        self.report_dir: Optional[str] = None  # where write_report writes (default output_dir/report)
 
     def _check_config(self) -> None:
         s, t = self.cfg.solver, self.cfg.test
@@ -469,7 +470,7 @@ class Trainer:
         start = time.perf_counter()
         max_mb = getattr(self.cfg.test, "report_max_mb", 20.0)
         try:
-            report = Report(os.path.join(self.cfg.output_dir, "report"), os.path.basename(
+            report = Report(self.report_dir or os.path.join(self.cfg.output_dir, "report"), os.path.basename(
                 os.path.abspath(self.cfg.output_dir)), max_mb=max_mb,
                 limit_hint=f"test.report_max_mb={max_mb:g} now; set it higher")
             writer(report, results)

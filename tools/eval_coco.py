@@ -1,13 +1,17 @@
 """COCO evaluation of a results file or of a model.
 
     python tools/eval_coco.py --gt G.json --results R.json --iou-type bbox|segm [--output OUT.json]
-    python tools/eval_coco.py --config C.yaml --weights W.pth [--output OUT.json] [key=value ...]
+                              [--report DIR --images IMAGES_DIR]
+    python tools/eval_coco.py --config C.yaml --weights W.pth [--output OUT.json] [--report DIR] [key=value ...]
     torchrun --nproc_per_node=8 tools/eval_coco.py --config C.yaml --weights W.pth
 
 Prints the 12 COCO numbers and the per-category AP table and writes them in percent to OUT.json
 (results file mode: default results.json beside R.json, metrics.json when R is itself
 results.json; model mode: output_dir/results_eval.json, with the results file the model produced in
-output_dir/inference/). In model mode each rank runs
+output_dir/inference/). ``--report DIR`` writes DIR/index.html, the evaluation report (detection.report:
+per-class table, precision-recall curves, confusion matrix, error breakdown, the images with the most
+errors, drawn from --images in results-file mode); model mode writes output_dir/report without it
+(test.report=false: none). In model mode each rank runs
 the model over its shard of data.val[0]; rank 0 evaluates. Bad input: one line on stderr, exit 2.
 """
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import engine.threads  # noqa: F401  the thread policy's OMP_WAIT_POLICY, before torch starts (model mode)
 from detection.evaluation import BACKENDS, evaluate_results_file, format_table
@@ -40,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "ONNX Runtime (COCO numbers by faster_coco_eval)")
     parser.add_argument("--config", metavar="C.yaml", help="model mode: a detection config")
     parser.add_argument("--weights", metavar="W.pth", help="model mode: a detection checkpoint")
+    parser.add_argument("--report", metavar="DIR", help="write the evaluation report, DIR/index.html (a static page)")
+    parser.add_argument("--images", metavar="DIR", help="results-file mode: the images of --gt, for the report's gallery")
+    parser.add_argument("--report-max-mb", type=float, default=20.0, metavar="MB",
+                        help="bound on the report's images (default 20); further images are left out, with a note")
+    parser.add_argument("--report-score-thresh", type=float, default=0.5, metavar="S",
+                        help="score threshold of the report's confusion matrix and gallery (default 0.5)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="model mode: config overrides")
     return parser
 
@@ -57,6 +68,8 @@ def evaluate_model(args) -> dict:
 
     overrides = ["model.backbone.weights=null", f"model.weights={args.weights}",
                  f"test.backend={args.backend}", *args.overrides]
+    if args.report:
+        overrides += ["test.report=true", f"test.report_max_mb={args.report_max_mb}"]
     onnx = args.backend == "onnxruntime" or args.weights.endswith(".onnx")
     if onnx:
         overrides[2] = "test.backend=faster_coco_eval"
@@ -67,13 +80,25 @@ def evaluate_model(args) -> dict:
 
         runtime = OnnxPredictor(args.weights)
         task = DetectionTask(cfg, training=False, checkpoint={"model": {}, "meta": runtime.label_space()})
+        task.report_score_thresh = args.report_score_thresh
         metrics = task.evaluate(runtime.as_model())
         write_json(args.output or os.path.join(cfg.output_dir, "results_eval.json"), metrics)
         print(format_table(metrics), end="")
+        if args.report:
+            from engine.report import Report
+            from engine.report_run import add_run_section
+
+            report = Report(args.report, "", max_mb=args.report_max_mb, limit_hint="--report-max-mb")
+            task.write_report(report, metrics)
+            add_run_section(report, None, [f"ONNX Runtime: {args.weights}"], task.report_notes())
+            print(f"report written to {report.write()}")
         return metrics
     # Read once, before any work: a file that is no detection checkpoint stops here, in one line.
     task = DetectionTask(cfg, training=False, checkpoint=read_checkpoint(args.weights, REMEDY))
-    metrics = Trainer(cfg, task).evaluate_only(args.weights)
+    task.report_score_thresh = args.report_score_thresh
+    trainer = Trainer(cfg, task)
+    trainer.report_dir = args.report
+    metrics = trainer.evaluate_only(args.weights)
     if is_main_process():
         print(format_table(metrics), end="")
         if args.output:
@@ -97,14 +122,45 @@ def main(argv=None) -> int:
 
         gt = prepare_ground_truth(args.gt, log=False)  # cleaned once; what it dropped is said here
         print(f"ground truth {gt.cleaning.summary()}", flush=True)
+        start = time.perf_counter()
         metrics = evaluate_results_file(gt, args.results, args.iou_type, args.backend, args.output)
+        seconds = time.perf_counter() - start
     except DataError as e:
         fail(str(e))
     print(format_table(metrics), end="")
     from detection.evaluation import default_metrics_path
 
     print(f"metrics written to {args.output or default_metrics_path(args.results)}")
+    if args.report:
+        try:
+            path, report_seconds = write_results_report(args, gt)
+        except DataError as e:
+            fail(str(e))
+        print(f"report written to {path} ({report_seconds:.1f} s; the evaluation took {seconds:.1f} s)")
     return 0
+
+
+def write_results_report(args, gt) -> tuple:
+    """The evaluation report of a results file (results-file mode's --report): (path, seconds)."""
+    from detection.coco_results import load_results_file
+    from detection.report import add_detection_sections
+    from engine.report import Report
+    from engine.report_run import add_run_section
+
+    start = time.perf_counter()
+    records = load_results_file(args.results, gt, args.iou_type)
+    report = Report(args.report, f"COCO evaluation ({args.iou_type}): {os.path.basename(args.results)}",
+                    subtitle=f"{args.results} against {args.gt}", max_mb=args.report_max_mb,
+                    limit_hint="--report-max-mb")
+    add_detection_sections(report, gt, records, (args.iou_type,), images_dir=args.images, backend=args.backend,
+                           score_thresh=args.report_score_thresh)
+    cleaning = gt.cleaning
+    dropped = cleaning.summary() + "".join(f"\n  {reason}: " + "; ".join(examples)
+                                           for reason, examples in cleaning.examples.items())
+    add_run_section(report, notes=[("ground truth", dropped),
+                                   ("results", f"{args.results}: {len(records)} {args.iou_type} records")],
+                    title="Inputs")
+    return report.write(), time.perf_counter() - start
 
 
 if __name__ == "__main__":

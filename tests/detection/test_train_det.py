@@ -144,3 +144,17 @@ def test_torchrun_two_processes_matches_one(shapes, reference, tmp_path):
         assert "bbox" in json.load(f)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         assert sum('"loss"' in line for line in f) == 6
+
+
+def test_training_writes_the_report(reference):
+    """The final evaluation writes output_dir/report: the detection sections and the run's, whole in a
+    real browser (tests/report_browser.py)."""
+    from detection.report import SECTIONS
+    from tests.report_browser import check_report
+
+    path = os.path.join(reference, "report", "index.html")
+    page = check_report(path, [*SECTIONS, "The run"])
+    for expected in ("Mask R-CNN (FPN, resnet18)", "segm AP", "training curves", "hardware and precision",
+                     "validation set", "label space", "precision: "):
+        assert expected in page.text, expected
+    assert len(page.images) >= 6  # PR (bbox, segm), confusion, breakdown (bbox, segm), curves
