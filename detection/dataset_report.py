@@ -117,17 +117,23 @@ def _problems_section(report: Report, check: DatasetReport, data: dict, images_d
             continue
         more = check.counts[code] - len(examples)
         report.pre("\n".join(examples) + (f"\n... and {more} more (--max-examples shows more)" if more > 0 else ""))
-        items = []
+        by_image: Dict[int, List[dict]] = defaultdict(list)  # one picture per image, every named record on it
         for hit in affected_images(code, examples, data):
-            img = images[hit["image_id"]]
+            by_image[hit["image_id"]].append(hit)
+        items = []
+        for image_id, hits in by_image.items():
+            img = images[image_id]
             pixels = _read(images_dir, img)
             if pixels is None:
                 continue
-            highlight = {hit["annotation_id"]} if hit["annotation_id"] is not None else set()
-            kept = {a["id"] for a in anns_of.get(img["id"], [])}
-            extra = hit["bbox"] if hit["annotation_id"] not in kept else None  # a dropped annotation's box
-            drawn = draw_annotations(pixels, anns_of.get(img["id"], []), names, THUMB, highlight, extra)
-            items.append((drawn, _short(hit["text"], 90)))
+            kept = {a["id"] for a in anns_of.get(image_id, [])}
+            named = {h["annotation_id"] for h in hits if h["annotation_id"] is not None}
+            dropped = [h["bbox"] for h in hits if h["bbox"] is not None and h["annotation_id"] not in kept]
+            drawn = draw_annotations(pixels, anns_of.get(image_id, []), names, THUMB,
+                                     (named & kept) if named else None, dropped)
+            what = (f"annotation{'s' if len(named) > 1 else ''} {', '.join(str(i) for i in sorted(named))}"
+                    if named else f"{len(hits)} record{'s' if len(hits) > 1 else ''}")
+            items.append((drawn, _short(f"image id {image_id}: {what} ({img['file_name']})", 90)))
         if items:
             report.gallery(items)
 
@@ -202,8 +208,8 @@ def write_dataset_report(check: DatasetReport, images_dir: str, directory: str, 
         if pixels is None:
             continue  # missing or unreadable: listed under Problems
         drawn = draw_annotations(pixels, anns_of.get(image_id, []), names, THUMB)
-        items.append((drawn, f"image id {image_id}: {_short(img['file_name'], 48)} "
-                             f"({len(anns_of.get(image_id, []))} annotations)"))
+        n = len(anns_of.get(image_id, []))
+        items.append((drawn, f"image id {image_id}: {_short(img['file_name'], 48)} ({n} annotation{'s' * (n != 1)})"))
     if items:
         report.gallery(items)
     else:

@@ -146,20 +146,22 @@ def _label(canvas: np.ndarray, text: str, x: int, y: int, colour) -> None:
 
 
 def draw_annotations(image: np.ndarray, annotations: Iterable[dict], names: Dict[int, str], max_side: int = 320,
-                     highlight: Optional[set] = None, extra_box: Optional[Sequence[float]] = None,
+                     highlight: Optional[set] = None, extra_boxes: Sequence[Sequence[float]] = (),
                      alpha: float = 0.3) -> np.ndarray:
     """A thumbnail of the RGB ``image`` (longer side ``max_side``) with the COCO ``annotations``
     drawn at its scale: polygons filled and outlined, boxes, class names; one colour per class.
-    Annotations whose id is in ``highlight`` get a thick red box; ``extra_box`` (a COCO box, e.g.
-    a dropped annotation's) is drawn in red too. Drawn after shrinking, so lines stay visible."""
+    With ``highlight`` (annotation ids, the ones a problem names) the picture is about those: they
+    get a thick red box and their name, the others only a thin outline; ``extra_boxes`` (COCO boxes,
+    e.g. dropped annotations') are drawn in red too. Drawn after shrinking, so lines stay visible."""
     scale = min(1.0, max_side / max(image.shape[:2]))
     canvas = thumbnail(image, max_side).copy()
     order = sorted(names)
     colours = class_colours(len(order))
     colour_of = {cid: tuple(int(v) for v in colours[k]) for k, cid in enumerate(order)}
     anns = list(annotations)
+    focus = highlight is not None
     fill = canvas.copy()
-    for a in anns:
+    for a in anns if not focus else []:
         segm = a.get("segmentation")
         if isinstance(segm, list):
             for poly in segm:
@@ -167,21 +169,29 @@ def draw_annotations(image: np.ndarray, annotations: Iterable[dict], names: Dict
                 if len(pts) >= 3:
                     cv2.fillPoly(fill, [pts], colour_of.get(a["category_id"], (255, 255, 255)))
     canvas = cv2.addWeighted(fill, alpha, canvas, 1 - alpha, 0)
+    named = []
     for a in anns:
+        if focus and a["id"] in highlight:
+            named.append(a)  # drawn last, over the others
+            continue
         c = colour_of.get(a["category_id"], (255, 255, 255))
         segm = a.get("segmentation")
-        if isinstance(segm, list):
+        if isinstance(segm, list) and not focus:
             for poly in segm:
                 pts = (np.asarray(poly, dtype=np.float64).reshape(-1, 2) * scale).round().astype(np.int32)
                 if len(pts) >= 2:
                     cv2.polylines(canvas, [pts], True, c, 1, cv2.LINE_AA)
         x, y, w, h = (v * scale for v in a["bbox"])
-        thick = highlight is not None and a["id"] in highlight
-        cv2.rectangle(canvas, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))),
-                      (255, 0, 0) if thick else c, 3 if thick else 1)
-        _label(canvas, names.get(a["category_id"], str(a["category_id"])), int(round(x)), int(round(y)), c)
-    if extra_box is not None:
-        x, y, w, h = (v * scale for v in extra_box)
-        cv2.rectangle(canvas, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))),
-                      (255, 0, 0), 2)
+        cv2.rectangle(canvas, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), c, 1)
+        if not focus:
+            _label(canvas, names.get(a["category_id"], str(a["category_id"])), int(round(x)), int(round(y)), c)
+    red = (255, 0, 0)
+    for a in named:
+        x, y, w, h = (v * scale for v in a["bbox"])
+        cv2.rectangle(canvas, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), red, 3)
+        _label(canvas, f"{names.get(a['category_id'], a['category_id'])} (id {a['id']})", int(round(x)),
+               int(round(y)), (255, 160, 160))
+    for box in extra_boxes:
+        x, y, w, h = (v * scale for v in box)
+        cv2.rectangle(canvas, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), red, 2)
     return canvas

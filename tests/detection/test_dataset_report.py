@@ -64,9 +64,14 @@ def test_affected_images_from_the_examples():
 def test_drawing_marks_the_named_annotation():
     image = np.zeros((100, 200, 3), np.uint8)
     anns = [{"id": 1, "category_id": 5, "bbox": [10, 10, 50, 40], "segmentation": rect_polygon(10, 10, 60, 50)}]
+    anns.append({"id": 2, "category_id": 5, "bbox": [100, 10, 50, 40]})
     drawn = draw_annotations(image, anns, {5: "thing"}, max_side=100, highlight={1})
     assert drawn.shape == (50, 100, 3)  # drawn on the thumbnail
-    assert (drawn[5:26, 5] == (255, 0, 0)).all(axis=1).any()  # the highlighted box is red, at half scale
+    red = (drawn == (255, 0, 0)).all(axis=2)
+    assert red[5:26, 4:7].any() and not red[:, 49:76].any()  # the named box in red at half scale, the other not
+    plain = draw_annotations(image, anns, {5: "thing"}, max_side=100, extra_boxes=[[150, 80, 20, 10]])
+    assert not (plain[5:26, 4:7] == (255, 0, 0)).all(axis=2).any()  # nothing named: class colours
+    assert (plain[40:46, 75] == (255, 0, 0)).all(axis=1).any()  # a dropped annotation's box, in red
 
 
 def _dataset(root):
@@ -105,10 +110,9 @@ def test_tool_writes_the_report(tmp_path, capsys):
         assert f"{code} (1)" in html or f">{code}<" in html
     assert "small (area &lt; 1024) 0" in html and "medium 7" in html
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", html)
-    assert sum(c.startswith("image id") for c in captions) == 3  # the samples
+    assert sum(bool(re.search(r"\(\d+ annotations?\)$", c)) for c in captions) == 3  # the samples
     # the images the problems name: the clipped box's and the dropped box's (the missing file has none)
-    assert any(c.startswith("annotation id 50 (image id 2)") for c in captions)
-    assert any(c.startswith("annotation id 51 (image id 3)") for c in captions)
+    assert "image id 2: annotation 50 (2.png)" in captions and "image id 3: annotation 51 (3.png)" in captions
     names = re.findall(r'<img src="([^"]+)"', html)
     assert all(os.path.isfile(out / n) for n in names)
 
