@@ -41,6 +41,11 @@ def image_miou(matrix) -> Optional[float]:
     return float(100.0 * (diag[present] / union[present]).mean())
 
 
+def _labels(array: np.ndarray) -> np.ndarray:
+    """A label map as uint8 (the palette's look-up), or uint16 where a label exceeds 255."""
+    return array.astype(np.uint8 if array.size == 0 or array.max() <= 255 else np.uint16)
+
+
 def _small(array: np.ndarray, side: int, nearest: bool) -> np.ndarray:
     h, w = array.shape[:2]
     scale = min(1.0, side / max(h, w))
@@ -88,8 +93,8 @@ class WorstImages:
             img = img.transpose(1, 2, 0)
         m = np.asarray(array(matrix), dtype=np.int64)
         return {"image": _small(np.ascontiguousarray(img.astype(np.uint8)), THUMB_SIDE, False),
-                "target": _small(array(target).astype(np.uint8), THUMB_SIDE, True),
-                "prediction": _small(array(prediction).astype(np.uint8), THUMB_SIDE, True),
+                "target": _small(_labels(array(target)), THUMB_SIDE, True),
+                "prediction": _small(_labels(array(prediction)), THUMB_SIDE, True),
                 "pixel_accuracy": float(100.0 * np.trace(m) / m.sum()) if m.sum() else None}
 
     def state(self) -> dict:
@@ -118,8 +123,10 @@ def _overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, ignore_
              names: Sequence[str], alpha: float = 0.55) -> np.ndarray:
     """segmentation.visualize.overlay's picture through a colour look-up and cv2.addWeighted (a few
     times faster on the report's budget: labels are uint8, so ``palette[labels]`` is one table read)."""
-    labels3 = cv2.merge([labels, labels, labels])
-    colours = cv2.LUT(labels3, palette.reshape(256, 1, 3))
+    if labels.dtype == np.uint8:
+        colours = cv2.LUT(cv2.merge([labels, labels, labels]), palette.reshape(256, 1, 3))
+    else:  # more than 255 labels: the palette repeats (its 256 colours), the map itself is exact
+        colours = palette[labels % len(palette)]
     blended = cv2.addWeighted(image, 1 - alpha, colours, alpha, 0)
     keep = ((labels == 0) | (labels == ignore_index)).astype(np.uint8)
     out = blended.copy()

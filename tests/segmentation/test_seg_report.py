@@ -94,3 +94,19 @@ def test_semantic_report_in_a_browser(tmp_path):
     path, _ = _semantic_report(str(tmp_path / "r"))
     page = check_report(path, ["Semantic segmentation", "Confusion matrix", "Worst images"])
     assert len(page.images) == 3
+
+
+def test_labels_past_255_are_kept_exactly(tmp_path):
+    target = np.full((8, 8), 300, np.int64)
+    prediction = np.full((8, 8), 2, np.int64)
+    m = np.zeros((301, 301), np.int64)
+    m[300, 2] = 64
+    worst = WorstImages(k=1)
+    worst.add(m, np.zeros((8, 8, 3), np.uint8), target, prediction)
+    kept = worst.state()["worst"][0]
+    assert kept["target"].dtype == np.uint16 and int(kept["target"].max()) == 300
+    names = [f"c{i}" for i in range(301)]
+    report = Report(str(tmp_path / "r"), "t")
+    results = segmentation_metrics(torch.as_tensor(m), names)
+    add_semantic_report(report, results, m, names, WorstImages.merge([worst.state()], 1))
+    assert os.path.isfile(report.write())
