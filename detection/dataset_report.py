@@ -153,7 +153,9 @@ def write_dataset_report(check: DatasetReport, images_dir: str, directory: str, 
                if counts["dropped"] or counts["repaired"] else "the dataset is usable")
     report.section("Summary")
     report.table(["in the file", "count"], list(check.summary.items()), sortable=False)
-    report.text(", ".join(f"{n} {sev}" for sev, n in counts.items()) + f": {verdict}",
+    plural = {"error": "errors", "warning": "warnings", "note": "notes"}
+    report.text(", ".join(f"{n} {sev if n == 1 else plural.get(sev, sev)}" for sev, n in counts.items())
+                + f": {verdict}",
                 "warn" if counts["error"] else "")
     cleaning = check.cleaning
     if cleaning is None or getattr(cleaning, "data", None) is None:
