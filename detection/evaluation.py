@@ -234,11 +234,21 @@ def evaluate_results(gt, results: List[dict], iou_type: str = "bbox", backend: s
     way (a category without ground truth does not count), the per-category table differs: a
     placeholder category that is no class is not listed.
     """
-    evaluator, gt_dataset = run_cocoeval(gt, results, iou_type, backend, image_ids, category_ids)
-    metrics = {k: _percent(v) for k, v in zip(METRIC_KEYS, evaluator.stats)}
-    per_category = per_category_ap(np.asarray(evaluator.eval["precision"]), evaluator.params.catIds,
-                                   category_names(gt_dataset))
-    return metrics, per_category
+    summary = eval_summary(*run_cocoeval(gt, results, iou_type, backend, image_ids, category_ids))
+    return summary["metrics"], summary["per_category"]
+
+
+def eval_summary(evaluator, gt_dataset: dict) -> dict:
+    """What is kept of a COCOeval (:func:`run_cocoeval`) for results.json and the report, without its
+    COCO objects: ``metrics`` and ``per_category`` (percent), ``stats``, ``precision``
+    [T, R, K, A, M], ``cat_ids``, ``iou_thrs``, ``rec_thrs``."""
+    precision = np.asarray(evaluator.eval["precision"])
+    return {"metrics": {k: _percent(v) for k, v in zip(METRIC_KEYS, evaluator.stats)},
+            "per_category": per_category_ap(precision, evaluator.params.catIds, category_names(gt_dataset)),
+            "stats": [float(v) for v in evaluator.stats], "precision": precision,
+            "cat_ids": [int(c) for c in evaluator.params.catIds],
+            "iou_thrs": np.asarray(evaluator.params.iouThrs, dtype=np.float64),
+            "rec_thrs": np.asarray(evaluator.params.recThrs, dtype=np.float64)}
 
 
 class COCOEvaluator:
@@ -310,12 +320,14 @@ class COCOEvaluator:
         if not is_main_process():
             return {}
         out: Dict[str, Dict[str, float]] = {}
+        self.summaries = {}  # iou type -> eval_summary, for the report
         for iou_type in self.iou_types:
-            metrics, per_category = evaluate_results(self.gt_dataset, self._records, iou_type,
-                                                     self.backend, image_ids=self.image_ids(),
-                                                     category_ids=self.contiguous_to_id.values())
-            out[iou_type] = metrics
-            out[f"{iou_type}_per_category"] = per_category
+            summary = eval_summary(*run_cocoeval(self.gt_dataset, self._records, iou_type, self.backend,
+                                                 image_ids=self.image_ids(),
+                                                 category_ids=self.contiguous_to_id.values()))
+            self.summaries[iou_type] = summary
+            out[iou_type] = summary["metrics"]
+            out[f"{iou_type}_per_category"] = summary["per_category"]
         return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from engine.report import Report
 
 from .error_analysis import AREAS, ERROR_TYPES, analyze, confusion_matrix, image_errors, match_detections
-from .evaluation import METRIC_KEYS, _percent, category_names, prepare_ground_truth, run_cocoeval
+from .evaluation import METRIC_KEYS, _percent, category_names, eval_summary, prepare_ground_truth, run_cocoeval
 from .report_draw import (breakdown_figure, class_order, confusion_figure, gallery_items, legend_html,
                           mean_breakdown, pr_figure)
 
@@ -49,22 +49,25 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
                            images_dir: Optional[str] = None, backend: str = "faster_coco_eval",
                            category_ids: Optional[Iterable[int]] = None,
                            image_ids: Optional[Iterable[int]] = None, score_thresh: float = 0.5,
-                           gallery_size: int = 9) -> Dict[str, float]:
+                           gallery_size: int = 9, summaries: Optional[Dict[str, dict]] = None) -> Dict[str, float]:
     """Add the detection sections to ``report`` for the COCO results ``records`` against ``gt``
     (a path, dict or :class:`detection.evaluation.GroundTruth`). ``category_ids``: the model's label
     space (default: every category of the json); ``image_ids``: the images that were run (default:
-    all); ``images_dir``: where the json's ``file_name``s are (no gallery without it). Returns the
-    seconds each part took."""
+    all); ``images_dir``: where the json's ``file_name``s are (no gallery without it); ``summaries``:
+    the evaluation's own :func:`detection.evaluation.eval_summary` per IoU type when it ran with the
+    same arguments (``COCOEvaluator.summaries``), else COCOeval runs again. Returns the seconds each
+    part took."""
     times: Dict[str, float] = {}
     start = time.perf_counter()
     gt = _subset(prepare_ground_truth(gt, log=False), image_ids)
     names_by_id = category_names(gt)
-    evals = {t: run_cocoeval(gt, records, t, backend, category_ids=category_ids) for t in iou_types}
+    evals = {t: (summaries or {}).get(t) or eval_summary(*run_cocoeval(gt, records, t, backend,
+                                                                       category_ids=category_ids))
+             for t in iou_types}
     times["evaluation"] = time.perf_counter() - start
 
     _metrics_section(report, evals)
-    first = evals[iou_types[0]][0]
-    cat_ids = list(first.params.catIds)
+    cat_ids = list(evals[iou_types[0]]["cat_ids"])
     names = [names_by_id.get(c, str(c)) for c in cat_ids]
     instances = {c: 0 for c in cat_ids}
     for a in gt["annotations"]:
@@ -92,10 +95,11 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     report.section("Precision-recall")
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
                 "an image" + (f"; the {20} classes with the most instances" if len(cat_ids) > 20 else ""), "note")
-    for iou_type, (ev, _) in evals.items():
-        report.image(pr_figure(_precision_for(ev, cat_ids), np.asarray(ev.params.recThrs),
-                               np.asarray(ev.params.iouThrs), names, order, iou_type),
-                     f"{iou_type} precision-recall per class at IoU 0.50 and 0.75")
+    first = evals[iou_types[0]]
+    report.image(pr_figure([(_precision_for(ev, cat_ids), t) for t, ev in evals.items()], first["rec_thrs"],
+                           first["iou_thrs"], names, order),
+                 "precision-recall per class at IoU 0.50 (solid) and 0.75 (dashed); the AP of each in the "
+                 "per-class table")
 
     report.section("Confusion matrix")
     report.text(f"Box IoU >= 0.5, detections scoring >= {score_thresh:g}, one-to-one: each detection "
@@ -117,8 +121,8 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
 
 def _precision_for(ev, cat_ids: Sequence[int]) -> np.ndarray:
     """COCOeval's precision [T, R, K, A, M] with its K axis in ``cat_ids`` order (-1: not evaluated)."""
-    precision = np.asarray(ev.eval["precision"])
-    index = {c: k for k, c in enumerate(ev.params.catIds)}
+    precision = ev["precision"]
+    index = {c: k for k, c in enumerate(ev["cat_ids"])}
     out = np.full(precision.shape[:2] + (len(cat_ids),) + precision.shape[3:], -1.0)
     for k, c in enumerate(cat_ids):
         if c in index:
@@ -129,7 +133,7 @@ def _precision_for(ev, cat_ids: Sequence[int]) -> np.ndarray:
 def _metrics_section(report: Report, evals: dict) -> None:
     report.section("COCO metrics")
     report.text("COCOeval's 12 numbers in percent (n/a: no object of that size)", "note")
-    rows = [[iou_type] + [_percent(v) for v in ev.stats[:12]] for iou_type, (ev, _) in evals.items()]
+    rows = [[iou_type] + [_percent(v) for v in ev["stats"][:12]] for iou_type, ev in evals.items()]
     report.table(["type", *METRIC_KEYS], rows, sortable=False, digits=1)
 
 
@@ -155,10 +159,9 @@ def _per_class_section(report, evals, cat_ids, names, instances, detections, cm,
     rows = []
     for k, c in enumerate(cat_ids):
         row: list = [names[k]]
-        for ev, _ in evals.values():
-            ev_cats = list(ev.params.catIds)
-            row += _per_class_ap(np.asarray(ev.eval["precision"]), np.asarray(ev.params.iouThrs),
-                                 ev_cats.index(c)) if c in ev_cats else [float("nan")] * 3
+        for ev in evals.values():
+            row += _per_class_ap(ev["precision"], ev["iou_thrs"], ev["cat_ids"].index(c)) \
+                if c in ev["cat_ids"] else [float("nan")] * 3
         row += [instances[c], detections[c], int(cm[k, k]), int(cm[:k_all, k].sum() - cm[k, k]),
                 int(cm[k_all, k]), int(cm[k, k_all])]
         rows.append(row)
@@ -175,19 +178,24 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
                 "add; the legend gives the AP under each curve. Means over the classes with ground truth.",
                 "note")
     with_gt = np.array([instances.get(c, 0) > 0 for c in cat_ids], dtype=bool)
+    results, sizes = {}, set()
     for iou_type in iou_types:
         gt_t, recs = (gt, records) if iou_type == "bbox" else (_segm_gt(gt), _segm_records(records))
-        ps, recall, _ = analyze(gt_t, recs, iou_type, backend, cat_ids)
-        sizes = _sizes_with_objects(gt_t)
-        left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
-        report.image(breakdown_figure(mean_breakdown(ps, with_gt), recall, f"{iou_type} overall", sizes),
-                     f"{iou_type} error breakdown, mean over classes, by object size"
-                     + (f" ({', '.join(left_out)}: no objects of that size, not drawn)" if left_out else ""))
-        rows = []
-        for k in range(len(cat_ids)):
-            if not with_gt[k]:
-                continue
-            rows.append([names[k], *(ps[i, :, k, 0].mean() * 100 for i in range(7))])
+        results[iou_type] = analyze(gt_t, recs, iou_type, backend, cat_ids)
+        sizes |= set(_sizes_with_objects(gt_t))
+    recall = results[iou_types[0]][1]
+    means = {t: mean_breakdown(ps, with_gt) for t, (ps, _, _) in results.items()}  # [7, R, 4] each
+    report.image(breakdown_figure([(m[:, :, 0], f"{t}: mean over classes, all sizes") for t, m in means.items()],
+                                  recall), "error breakdown (COCO analyze), mean over classes")
+    rows = [[f"{t} {AREAS[a]}", *(m[i, :, a].mean() * 100 for i in range(7))]
+            for t, m in means.items() for a in sorted(sizes)]
+    left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
+    report.table(["type, size", *ERROR_TYPES], rows, sortable=False, digits=1,
+                 caption="AP (percent) under each curve, mean over classes, by COCO object size"
+                 + (f" ({', '.join(left_out)}: no objects of that size)" if left_out else ""))
+    for iou_type, (ps, _, _) in results.items():
+        rows = [[names[k], *(ps[i, :, k, 0].mean() * 100 for i in range(7))]
+                for k in range(len(cat_ids)) if with_gt[k]]
         report.table(["class", *ERROR_TYPES], rows, caption=f"{iou_type}: AP (percent) under each curve "
                      "per class, all sizes", digits=1)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.report import figure
 
-from .error_analysis import AREAS, ERROR_TYPES
+from .error_analysis import ERROR_TYPES
 
 # Colours of the gallery (RGB), also shown as the legend's swatches.
 OUTCOME_COLORS = {"ground truth": (70, 130, 240), "true positive": (30, 190, 60),
@@ -19,33 +19,43 @@ _AREA_COLORS = [(1, 1, 1), (1, 1, 1), (.31, .51, .74), (.75, .31, .30), (.36, .9
 MAX_CURVES = 20  # classes drawn in one precision-recall panel
 
 
-def pr_figure(precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray, names: Sequence[str],
-              order: Sequence[int], title: str):
-    """Two panels, IoU 0.50 and 0.75: precision over recall per class (``order``: the class indices
-    drawn, at most MAX_CURVES), from COCOeval's ``precision`` [T, R, K, A, M] at area all, maxDets 100."""
-    fig, axes = figure(12, 4.6, ncols=2)
+def pr_figure(panels: Sequence[tuple], recall: np.ndarray, iou_thrs: np.ndarray, names: Sequence[str],
+              order: Sequence[int]):
+    """Precision over recall per class, solid at IoU 0.50 and dashed at 0.75, one panel per
+    ``(precision, title)`` of ``panels``: COCOeval's ``precision`` [T, R, K, A, M] at area all, maxDets
+    100; ``order``: the class indices drawn, at most MAX_CURVES. One legend, in the last panel (the
+    per-class table has the numbers): drawing text is most of a figure's time."""
+    n = len(panels)
+    fig, axes = figure(6.2 * n + (1.6 if len(order) > 10 else 0.8), 4.4, ncols=n, squeeze=False)
     shown = list(order[:MAX_CURVES])
     if len(shown) > 10:  # the default cycle repeats after 10 colours
         from matplotlib import colormaps
-        for ax in axes:
-            ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
-    for ax, thr in zip(axes, (0.5, 0.75)):
-        t = int(np.argmin(np.abs(iou_thrs - thr)))
-        for k in shown:
-            p = precision[t, :, k, 0, -1]
-            if np.all(p < 0):  # no ground truth: no curve
+        colors = [colormaps["tab20"](i) for i in range(20)]
+    else:
+        colors = [f"C{i}" for i in range(10)]
+    t50, t75 = (int(np.argmin(np.abs(iou_thrs - thr))) for thr in (0.5, 0.75))
+    for ax, (precision, title) in zip(axes[0], panels):
+        for i, k in enumerate(shown):
+            if np.all(precision[t50, :, k, 0, -1] < 0):  # no ground truth: no curve
                 continue
-            ap = float(np.mean(p[p > -1])) * 100
-            ax.plot(recall, np.clip(p, 0, None), label=f"{names[k]} ({ap:.1f})", linewidth=1.2)
+            ax.plot(recall, np.clip(precision[t50, :, k, 0, -1], 0, None), color=colors[i], linewidth=1.2,
+                    label=names[k])
+            ax.plot(recall, np.clip(precision[t75, :, k, 0, -1], 0, None), color=colors[i], linewidth=1.0,
+                    linestyle="--")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
         ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title(f"{title}: IoU {thr:.2f} (AP in the legend)")
+        ax.set_title(f"{title}: IoU 0.50 solid, 0.75 dashed", fontsize=10)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower left", ncol=2 if len(order) > 10 else 1)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.11, top=0.92, wspace=0.15)  # tight_layout: slow
+    axes[0][0].set_ylabel("precision")
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                           ncol=2 if len(shown) > 10 else 1, frameon=False)
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.75 / width, right=1 - (1.6 if len(order) > 10 else 0.8) / width - 0.1 / n,
+                        bottom=0.12, top=0.92, wspace=0.12)  # tight_layout: slow
     return fig
 
 
@@ -77,25 +87,26 @@ def confusion_figure(cm: np.ndarray, names: Sequence[str], title: str):
     return fig
 
 
-def breakdown_figure(ps: np.ndarray, recall: np.ndarray, title: str, areas: Sequence[int] = (0, 1, 2, 3)):
-    """Detectron's analyze plots: the seven cumulative PR curves as stacked areas, one panel per
-    area range (``areas``: indices into AREAS); ``ps`` [7, R, 4] (a class, or the mean over
-    classes). AP of each kind in the legend."""
-    fig, axes = figure(4 * len(areas), 3.9, ncols=len(areas), squeeze=False)
-    axes = axes[0]
-    for a, ax in zip(areas, axes):
-        curves = ps[:, :, a]
-        aps = curves.mean(axis=1)
-        layers = np.vstack([curves[:1], np.diff(curves, axis=0)])
+def breakdown_figure(rows: Sequence[tuple], recall: np.ndarray):
+    """Detectron's analyze plot: the seven cumulative PR curves as stacked areas, one panel per
+    ``(ps, title)`` of ``rows``, ``ps`` [7, R] (a class, or the mean over classes), all object
+    sizes. AP of each kind in the legend."""
+    fig, axes = figure(4.6 * len(rows), 4.0, ncols=len(rows), squeeze=False)
+    for (ps, title), ax in zip(rows, axes[0]):
+        aps = ps.mean(axis=1)
+        layers = np.vstack([ps[:1], np.diff(ps, axis=0)])
         labels = [f"[{v:.3f}] {name}" for v, name in zip(aps, ERROR_TYPES)]
         ax.stackplot(recall, layers, labels=labels, colors=_AREA_COLORS, edgecolor="k", linewidth=0.3)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])  # fewer ticks and labels: drawing text is the slow part
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
         ax.set_xlabel("recall")
-        ax.set_title(f"{title}: {AREAS[a]}", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="lower left")
-    axes[0].set_ylabel("precision")
-    fig.subplots_adjust(left=0.16 / len(areas), right=1 - 0.02 / len(areas), bottom=0.14, top=0.9, wspace=0.12)
+    axes[0][0].set_ylabel("precision")
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.12, top=0.92, wspace=0.15)
     return fig
 
 

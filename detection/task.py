@@ -240,7 +240,8 @@ class DetectionTask:
                               for t, o in zip(targets, outputs)})
         results = evaluator.evaluate()
         if is_main_process():
-            self._last_eval = {"records": evaluator.results(), "image_ids": evaluator.image_ids()}
+            self._last_eval = {"records": evaluator.results(), "image_ids": evaluator.image_ids(),
+                               "summaries": evaluator.summaries}
             # The records themselves, as detectron2 keeps them: eval_coco.py --results reads them back.
             write_results_file(evaluator.results(), os.path.join(
                 self.cfg.output_dir, "inference", "coco_instances_results.json"))
@@ -276,4 +277,5 @@ class DetectionTask:
                                images_dir=self.cfg.data.val[0].images, backend=self.cfg.test.backend,
                                category_ids=self.contiguous_to_id().values(),
                                image_ids=self._last_eval["image_ids"],
-                               score_thresh=getattr(self, "report_score_thresh", 0.5))
+                               score_thresh=getattr(self, "report_score_thresh", 0.5),
+                               summaries=self._last_eval["summaries"])

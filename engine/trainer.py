@@ -232,6 +232,7 @@ class Trainer:
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
             del batches, loader  # stops the (persistent) loader workers before the final evaluation
+            self._preload_report()
             results = self._evaluate_and_track(metrics)
         finally:
             interrupt.__exit__(None, None, None)
@@ -448,6 +449,7 @@ class Trainer:
             state = load_checkpoint(weights)
             key = "model_ema" if self.ema is not None and "model_ema" in state else "model"
             load_model_weights(self.model, state.get(key, state), weights)
+        self._preload_report()
         results = self._evaluate_model(self.model)
         if is_main_process():
             os.makedirs(self.cfg.output_dir, exist_ok=True)
@@ -456,14 +458,23 @@ class Trainer:
             self.write_report(results)
         return results
 
+    def _wants_report(self) -> bool:
+        return (getattr(self.task, "write_report", None) is not None and getattr(self.cfg.test, "report", False)
+                and is_main_process())
+
+    def _preload_report(self) -> None:
+        if self._wants_report():  # matplotlib's imports overlap the evaluation (engine.report.preload_plotting)
+            from .report import preload_plotting
+            preload_plotting()
+
     def write_report(self, results: dict) -> Optional[str]:
         """``output_dir/report/index.html`` (engine.report), rank 0, when ``test.report`` and the task
         has ``write_report(report, results)``: the task's sections, then the run's (engine.report_run:
         hardware, the task's ``report_notes()``, curves, config). Returns its path, or None. A report
         that fails is a warning with the reason: the run's results are written already."""
-        writer = getattr(self.task, "write_report", None)
-        if writer is None or not getattr(self.cfg.test, "report", False) or not is_main_process():
+        if not self._wants_report():
             return None
+        writer = self.task.write_report
         from .report import Report
         from .report_run import add_run_section
 

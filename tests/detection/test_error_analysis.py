@@ -10,7 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from coco_fixtures import perturbed_results, random_gt
+from coco_fixtures import box_mask, compressed_rle, perturbed_results, random_gt
 from detection.error_analysis import analyze, confusion_matrix, image_errors, match_detections
 from detection.evaluation import prepare_ground_truth
 
@@ -81,30 +81,33 @@ def reference_analyze(gt_json, records, iou_type):
     return ps
 
 
-def _case(seed=0):
+def _case(seed=0, iou_type="bbox", supercategories=SUPER):
     gt = random_gt(seed)
     for c in gt["categories"]:
-        c["supercategory"] = SUPER[c["id"]]
+        c["supercategory"] = supercategories[c["id"]]
     records = perturbed_results(gt, seed + 1)
     rng = np.random.default_rng(seed + 2)
     for ann in gt["annotations"][:12]:  # confusions: a similar and a dissimilar class on real objects
         if ann["iscrowd"]:
             continue
         other = {3: 7, 7: 3, 11: 3}[ann["category_id"]]
-        records.append({"image_id": ann["image_id"], "category_id": other, "bbox": list(ann["bbox"]),
-                        "score": float(rng.uniform(0.3, 1.0)), "segmentation": records[0]["segmentation"]})
-        records.append(dict(records[-1], bbox=[v + 2 for v in ann["bbox"]]))  # a duplicate
+        image = next(im for im in gt["images"] if im["id"] == ann["image_id"])
+        for shift in (0, 2):  # the second: a duplicate
+            bbox = [v + shift for v in ann["bbox"]]
+            records.append({"image_id": ann["image_id"], "category_id": other, "bbox": bbox,
+                            "score": float(rng.uniform(0.3, 1.0)),
+                            "segmentation": compressed_rle(box_mask(bbox, image["height"], image["width"]))})
     for r in records:
-        r.pop("segmentation")
+        r.pop("segmentation" if iou_type == "bbox" else "bbox")
     return prepare_ground_truth(gt, log=False), records
 
 
 @pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
-@pytest.mark.parametrize("seed", [0, 5])
-def test_analyze_equals_the_matlab_reference(backend, seed):
-    gt, records = _case(seed)
-    ps, recall, cat_ids = analyze(gt, records, "bbox", backend)
-    expected = reference_analyze(dict(gt), records, "bbox")
+@pytest.mark.parametrize("seed,iou_type", [(0, "bbox"), (5, "bbox"), (0, "segm")])
+def test_analyze_equals_the_matlab_reference(backend, seed, iou_type):
+    gt, records = _case(seed, iou_type)
+    ps, recall, cat_ids = analyze(gt, records, iou_type, backend)
+    expected = reference_analyze(dict(gt), records, iou_type)
     assert cat_ids == sorted(c["id"] for c in gt["categories"])
     assert ps.shape == expected.shape == (7, 101, 4, 4)
     np.testing.assert_allclose(ps, expected, rtol=0, atol=1e-12)
@@ -112,6 +115,15 @@ def test_analyze_equals_the_matlab_reference(backend, seed):
     assert np.all(np.diff(means, axis=0) >= -1e-12)
     # the case has similar-class and other-class confusions: Sim and Oth each forgive some of them
     assert means[3].sum() > means[2].sum() + 1e-3 and means[4].sum() > means[3].sum() + 1e-3
+
+
+@pytest.mark.parametrize("supercategories", [{c: "all" for c in SUPER}, {c: str(c) for c in SUPER},
+                                             {3: "a", 7: "b", 11: "b", 20: "b"}])
+def test_analyze_shortcuts_equal_the_reference(supercategories):
+    """One supercategory for every class (Sim's run is Oth's), one per class (Sim's is Loc's), mixed."""
+    gt, records = _case(2, "bbox", supercategories)
+    ps, _, _ = analyze(gt, records, "bbox")
+    np.testing.assert_allclose(ps, reference_analyze(dict(gt), records, "bbox"), rtol=0, atol=1e-12)
 
 
 def test_analyze_hand_worked():
