@@ -8,7 +8,7 @@ data). :func:`add_classification_report` adds the sections to an :class:`engine.
 from __future__ import annotations
 
 import heapq
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import cv2
 import numpy as np

@@ -4,7 +4,6 @@ import re
 import sys
 
 import numpy as np
-import pytest
 
 from coco_fixtures import rect_polygon, write_image, write_json
 from detection.dataset_check import check_dataset
