@@ -18,6 +18,9 @@ def test_image_miou_by_hand():
     # class 0: IoU 3/4; class 1: 0/1; class 2 absent from both: left out
     assert image_miou(m) == pytest.approx(100 * (0.75 + 0.0) / 2)
     assert image_miou(np.zeros((3, 3))) is None
+    # a class predicted but not in the truth counts, with IoU 0
+    m2 = confusion_matrix([0, 0, 0, 1], [0, 0, 2, 1], 3)
+    assert image_miou(m2) == pytest.approx(100 * (2 / 3 + 1 + 0) / 3)
     # the same as the dataset mIoU of a one-image set
     assert image_miou(m) == pytest.approx(segmentation_metrics(torch.as_tensor(m))["mIoU"])
 
