@@ -37,13 +37,16 @@ def per_class_accuracy(matrix: np.ndarray) -> List[Optional[float]]:
 
 
 def most_confused(matrix: np.ndarray, k: int = 10) -> List[tuple]:
-    """The ``k`` largest off-diagonal cells as ``(true, predicted, count, percent of the true class)``,
-    largest count first (ties: by true then predicted class); zero cells are left out."""
+    """The ``k`` worst off-diagonal cells as ``(true, predicted, count, percent of the true class)``:
+    the largest share of the true class first (so a rare class's confusions are not hidden behind a
+    frequent class's counts: pixels of background), ties by count, then by true and predicted class;
+    zero cells are left out."""
     m = np.asarray(matrix)
     rows = m.sum(1)
-    off = [(int(m[t, p]), t, p) for t in range(len(m)) for p in range(len(m)) if t != p and m[t, p] > 0]
-    off.sort(key=lambda x: (-x[0], x[1], x[2]))
-    return [(t, p, n, 100.0 * n / rows[t]) for n, t, p in off[:k]]
+    off = [(100.0 * m[t, p] / rows[t], int(m[t, p]), t, p) for t in range(len(m)) for p in range(len(m))
+           if t != p and m[t, p] > 0]
+    off.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
+    return [(t, p, n, share) for share, n, t, p in off[:k]]
 
 
 def _colour(fraction: float, diagonal: bool) -> str:
@@ -111,6 +114,6 @@ def add_confusion_matrix(report: Report, matrix: np.ndarray, names: Sequence[str
     if pairs:
         report.table(["true class", "predicted as", unit, "% of the true class"],
                      [[names[t], names[p], n, pct] for t, p, n, pct in pairs],
-                     caption=f"The {len(pairs)} most frequent confusions.")
+                     caption=f"The {len(pairs)} largest confusions, by their share of the true class.")
     else:
         report.text("No confusion: every one of the " + unit + " is on the diagonal.", "note")

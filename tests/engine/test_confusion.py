@@ -28,10 +28,13 @@ def test_most_confused_order():
     m = np.array([[5, 3, 1],
                   [3, 0, 0],
                   [0, 7, 2]])
-    # largest count first; equal counts by true class, then predicted; the diagonal and zeros left out
-    assert most_confused(m, 10) == [(2, 1, 7, pytest.approx(700 / 9)), (0, 1, 3, pytest.approx(100 / 3)),
-                                    (1, 0, 3, 100.0), (0, 2, 1, pytest.approx(100 / 9))]
-    assert [p[:2] for p in most_confused(m, 2)] == [(2, 1), (0, 1)]
+    # the largest share of the true class first; the diagonal and zeros left out
+    assert most_confused(m, 10) == [(1, 0, 3, 100.0), (2, 1, 7, pytest.approx(700 / 9)),
+                                    (0, 1, 3, pytest.approx(100 / 3)), (0, 2, 1, pytest.approx(100 / 9))]
+    assert [p[:2] for p in most_confused(m, 2)] == [(1, 0), (2, 1)]
+    # equal shares: the larger count first, then by true class
+    assert [p[:2] for p in most_confused(np.array([[0, 1, 1], [2, 2, 0], [1, 0, 1]]), 10)] == \
+        [(1, 0), (0, 1), (0, 2), (2, 0)]
 
 
 def test_matrix_as_html_or_picture(tmp_path):
