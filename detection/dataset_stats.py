@@ -77,11 +77,12 @@ def sample_images(data: dict, n: int) -> List[int]:
             break
         if not any(i in chosen for i in images_of[cat]):
             chosen.append(min(images_of[cat]))
-    rest = [i for i in by_id if i not in set(chosen)]
+    taken = set(chosen)
+    rest = [i for i in by_id if i not in taken]
     if rest and len(chosen) < n:
         picks = np.linspace(0, len(rest) - 1, min(n - len(chosen), len(rest))).round().astype(int)
         chosen += [rest[k] for k in sorted(set(picks.tolist()))]
-    return sorted(chosen, key=by_id.index)
+    return sorted(chosen)
 
 
 _IMAGE_ID = re.compile(r"image id (-?\d+)")
