@@ -52,11 +52,12 @@ def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_ev
     curves = eval_curves(evals, max_eval_curves)
 
     fig, axes = figure(16, 4.5, ncols=3)
+    dots = "." if len(train) <= 30 else None  # a short run: a line through few points may be invisible
     for name, points in losses.items():
-        axes[0].plot(*zip(*points), label=name, linewidth=2.0 if name == "loss" else 1.0)
+        axes[0].plot(*zip(*points), label=name, linewidth=2.0 if name == "loss" else 1.0, marker=dots)
     axes[0].set_title("training loss")
     if train:
-        axes[1].plot([r["iter"] for r in train], [r["lr"] for r in train])
+        axes[1].plot([r["iter"] for r in train], [r["lr"] for r in train], marker=dots)
     axes[1].set_title("learning rate")
     for name, points in curves.items():
         axes[2].plot(*zip(*points), marker="o", label=name)

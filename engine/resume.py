@@ -23,7 +23,8 @@ __all__ = ["FREE_TO_CHANGE", "config_changes", "check_resume_config", "resume_co
 
 # Dotted keys (a trailing "." covers a whole section) a resume may change without --allow-config-change.
 FREE_TO_CHANGE = ("solver.max_iter", "solver.max_epochs", "solver.checkpoint_period", "solver.keep_checkpoints",
-                  "test.eval_period", "logging.", "data.num_workers", "dist.", "output_dir")
+                  "test.eval_period", "test.report", "test.report_max_mb", "logging.", "data.num_workers", "dist.",
+                  "output_dir")
 
 
 def _flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:

@@ -52,6 +52,7 @@ def _overrides(shapes, out_dir, **extra):
         "solver.ims_per_batch": 4, "solver.max_iter": 6, "solver.steps": "[4]", "solver.warmup_iters": 2,
         "solver.base_lr": 0.01, "solver.checkpoint_period": 3, "test.ims_per_batch": 2,
         "logging.progress_bar": False, "logging.tensorboard": False, "logging.log_period": 1,
+        "test.report": False,  # the reference run and the torchrun run write theirs (checked below)
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
@@ -74,7 +75,7 @@ def _run(cmd):
 @pytest.fixture(scope="module")
 def reference(shapes, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("det") / "reference")
-    result = _run(_command(shapes, out))
+    result = _run(_command(shapes, out, **{"test.report": True}))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -129,7 +130,7 @@ def _free_port() -> int:
 def test_torchrun_two_processes_matches_one(shapes, reference, tmp_path):
     out = str(tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", *_command(shapes, out)[1:]]
+           f"--master_port={_free_port()}", *_command(shapes, out, **{"test.report": True})[1:]]
     result = _run(cmd)
     assert result.returncode == 0, result.stderr[-3000:]
     # Not equal to the one-process run: the RPN and RoI samplers draw their anchors and proposals
@@ -144,6 +145,9 @@ def test_torchrun_two_processes_matches_one(shapes, reference, tmp_path):
         assert "bbox" in json.load(f)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         assert sum('"loss"' in line for line in f) == 6
+    with open(os.path.join(out, "report", "index.html")) as f:  # rank 0 wrote it, with every section
+        html = f.read()
+    assert all(f">{s}</h2>" in html for s in ("Per class", "Error breakdown", "The run")) and "segm AP" in html
 
 
 def test_training_writes_the_report(reference):
