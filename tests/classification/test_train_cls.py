@@ -30,7 +30,7 @@ TINY = {
              "val": [{"synthetic": {"num_images": 12, "image_size": 32, "num_classes": 4, "seed": 2}}],
              "num_workers": 0, "recipe": "shapes", "crop_size": 32, "resize_size": 32},
     "solver": {"base_lr": 0.01, "ims_per_batch": 8, "max_iter": 3, "checkpoint_period": 3, "lr_schedule": "constant"},
-    "test": {"eval_period": 0, "ims_per_batch": 8},
+    "test": {"eval_period": 0, "ims_per_batch": 8, "report": False},  # on where a test checks it
     "logging": {"log_period": 1, "tensorboard": False, "progress_bar": False},
 }
 
@@ -60,7 +60,7 @@ def _run_tool(argv):
 
 
 def test_short_run_writes_the_outputs_then_eval_only_and_transfer(tmp_path):
-    config = _write(tmp_path)
+    config = _write(tmp_path, test={"report": True})
     results = _run_tool(["--config", config])
     out = tmp_path / "tiny"
     on_disk = json.loads((out / "results.json").read_text())

@@ -27,7 +27,7 @@ def restore_torch_state():
 
 def test_short_run_then_eval_only(tmp_path, restore_torch_state):
     data = shapes(tmp_path / "shapes")
-    config = write_config(tmp_path, data, model={"aux_loss": True})
+    config = write_config(tmp_path, data, model={"aux_loss": True}, test={"report": True})
     results = train_seg.main(["--config", config])
     out = tmp_path / "run"
     with open(out / "results.json") as f:
