@@ -36,12 +36,15 @@ from engine.sampler import gather_in_order
 
 from backbones.build import build_classifier
 from .data import build_classification_set
+from .report import ClassificationRecords, add_classification_report
 from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
 from .transforms import build_eval_transform, build_train_transform
 from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_image
 from backbones.weights import WeightsFile, load_weights
 
 logger = logging.getLogger(__name__)
+
+REPORT_MISTAKES = 16  # most confident mistakes drawn in the report
 
 __all__ = ["ClassificationTask", "DropoutLinear", "classifier_head_name", "collate_train", "collate_eval"]
 
@@ -107,12 +110,16 @@ class ClassificationTask:
                               f"classes ({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''}); "
                               f"set model.num_classes={len(self.classes)}")
         self.num_train_samples = len(self.train_set) if self.train_set is not None else 0
+        self._notes: List[tuple] = []  # (heading, text) for the report's run section
+        self._report_data: Optional[dict] = None  # what the last evaluation kept for write_report
         if is_main_process():
             for name, ds in (("training set", self.train_set), ("validation set", self.val_set)):
                 if ds is not None:
                     counts = np.bincount(ds.labels, minlength=len(self.classes))
-                    logger.info(dataset_summary(f"{name} ({len(ds.datasets)} source{'s' * (len(ds.datasets) > 1)})",
-                                                {"images": len(ds)}, dict(zip(self.classes, counts.tolist()))))
+                    summary = dataset_summary(f"{name} ({len(ds.datasets)} source{'s' * (len(ds.datasets) > 1)})",
+                                              {"images": len(ds)}, dict(zip(self.classes, counts.tolist())))
+                    logger.info(summary)
+                    self._notes.append((name, summary))
         self.input_norm = dict(TORCHVISION_INPUT_NORM)
         self.load_report = None
         self.mixup = None
@@ -250,6 +257,9 @@ class ClassificationTask:
         loader = build_inference_loader(self.val_set, per_rank, collate_eval, self.cfg.data.num_workers)
         local: List[tuple] = []
         skipped = 0
+        # the report's records: every image's class, top-1 and its probability; copies of the
+        # most confident mistakes
+        records = ClassificationRecords(REPORT_MISTAKES if getattr(test, "report", False) else 0)
         for batch in loader:
             skipped += batch["skipped"]
             labels = batch["labels"]
@@ -264,7 +274,11 @@ class ClassificationTask:
                 scores = center_scores(model, images.to(device), self.normalize)
             hits = topk_correct(scores.float().cpu(), labels, (1, 5))
             local += list(zip(hits[1].tolist(), hits[5].tolist()))
-        parts = gather_in_order([{"hits": local, "skipped": skipped}])
+            # centre crop: logits; 10-crop and multi-scale: mean softmax scores already
+            probabilities = scores.float().cpu()
+            records.add(probabilities.softmax(1) if not (test.multiscale or test.ten_crop) else probabilities,
+                        labels, images)
+        parts = gather_in_order([{"hits": local, "skipped": skipped, "records": records.state()}])
         if not is_main_process():
             return {}
         hits = [h for part in parts for h in part["hits"]]
@@ -278,7 +292,22 @@ class ClassificationTask:
                    "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"}
         if skipped:
             results["skipped"] = skipped
+        self._report_data = ClassificationRecords.merge([part["records"] for part in parts], records.k)
         return results
+
+    def write_report(self, report, results: dict) -> None:
+        """The classification sections of output_dir/report (classification.report), from the last evaluation."""
+        if self._report_data is None or "top1" not in results:
+            return
+        report.subtitle = report.subtitle or f"classification ({self.cfg.model.backbone.name}, " \
+                                             f"{self.cfg.model.num_classes} classes)"
+        add_classification_report(report, results, self._report_data, list(self.classes))
+
+    def report_notes(self) -> List[tuple]:
+        notes = list(self._notes)
+        if self.load_report is not None:
+            notes.append((f"backbone weights ({self.cfg.model.backbone.weights})", str(self.load_report)))
+        return notes
 
     def checkpoint_meta(self) -> dict:
         bcfg = self.cfg.model.backbone

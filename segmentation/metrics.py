@@ -32,8 +32,9 @@ class ConfusionMatrix:
         self.matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
 
     @torch.no_grad()
-    def update(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
-        """Add label maps ``target`` and ``prediction`` (same shape, integer class indices)."""
+    def update(self, target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """Add label maps ``target`` and ``prediction`` (same shape, integer class indices); returns
+        their own ``[C, C]`` counts (the report ranks images by them)."""
         if target.shape != prediction.shape:
             raise ValueError(f"target {tuple(target.shape)} and prediction {tuple(prediction.shape)} differ in shape")
         n = self.num_classes
@@ -45,7 +46,9 @@ class ConfusionMatrix:
                              f"are outside 0..{n - 1} and not ignore_index {self.ignore_index}")
         if p.numel() and (p.min() < 0 or p.max() >= n):
             raise ValueError(f"predicted labels outside 0..{n - 1}")
-        self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
+        counts = torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
+        self.matrix += counts
+        return counts
 
     def reduce(self) -> "ConfusionMatrix":
         """Sum the matrices of all ranks (a collective: every rank must call it)."""

@@ -24,17 +24,21 @@ from engine.checkpoint import KIND_SEMANTIC_SEGMENTATION
 from engine.data import build_inference_loader
 from engine.logger import dataset_summary
 from engine.dist import get_world_size, is_main_process
+from engine.sampler import gather_in_order
 
 from .config import SegConfig, SegDatasetConfig
 from .data import CocoSemanticSegmentation, ConcatSegmentation, FolderSegmentation
 from .metrics import ConfusionMatrix, format_table
 from .models import build_segmentation_model
+from .report import WorstImages, add_semantic_report
 from .transforms import build_eval_transform, build_train_transform, collate_eval, collate_train
 from .weights import load_segmentation_weights
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SemanticSegmentationTask", "lovasz_softmax_loss", "segmentation_loss"]
+
+REPORT_WORST_IMAGES = 8  # images of lowest mIoU drawn in the report
 
 
 def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, top_k: float = 1.0) -> Tensor:
@@ -103,6 +107,8 @@ class SemanticSegmentationTask:
         self._val_set: Optional[ConcatSegmentation] = None
         self._category_map: Optional[Dict[int, int]] = None  # COCO ids -> labels, shared by every set
         self._input_norm: Optional[dict] = None
+        self._report_data: Optional[dict] = None  # what the last evaluation kept for write_report
+        self._notes: List[tuple] = []  # (heading, text) for the report's run section
 
     # ---- data ------------------------------------------------------------------------------
     def _dataset(self, spec: SegDatasetConfig, transform, train: bool):
@@ -134,7 +140,9 @@ class SemanticSegmentationTask:
                                               self.cfg.model.ignore_index)
             self._train_set = ConcatSegmentation([self._dataset(s, transform, train=True) for s in d.train])
             if is_main_process():
-                logger.info(dataset_summary("training set", self._train_set.stats, self._instances_per_class()))
+                summary = dataset_summary("training set", self._train_set.stats, self._instances_per_class())
+                logger.info(summary)
+                self._notes.append(("training set", summary))
         return self._train_set
 
     def val_dataset(self) -> ConcatSegmentation:
@@ -183,6 +191,7 @@ class SemanticSegmentationTask:
                                                partial=self.cfg.model.weights_partial)
             if is_main_process():
                 logger.info("model weights:\n%s", report)
+                self._notes.append((f"model weights ({self.cfg.model.weights})", str(report)))
         self._input_norm = dict(model.input_norm)
         return model
 
@@ -228,18 +237,38 @@ class SemanticSegmentationTask:
         per_rank = max(1, self.cfg.test.ims_per_batch // get_world_size())
         loader = build_inference_loader(dataset, per_rank, collate_eval, num_workers=self.cfg.data.num_workers)
         matrix = ConfusionMatrix(self.cfg.model.num_classes, self.cfg.model.ignore_index, device=device)
+        # the report's worst images: each image's own counts rank it, small copies of the worst are kept
+        worst = WorstImages(REPORT_WORST_IMAGES if getattr(self.cfg.test, "report", False) else 0)
         for images, labels in loader:
             for group in _same_size_runs(images):
                 batch = torch.stack([images[i] for i in group]).to(device)
                 predictions = model(batch)["out"].argmax(1)
                 for k, i in enumerate(group):
-                    matrix.update(labels[i].to(device), predictions[k])
+                    counts = matrix.update(labels[i].to(device), predictions[k])
+                    worst.add(counts.cpu(), images[i], labels[i], predictions[k])
         matrix.reduce()  # every rank takes part, also one whose shard was empty
+        states = gather_in_order([worst.state()])
         if not is_main_process():
             return {}
         results = matrix.compute(dataset.class_names)
         logger.info("semantic segmentation on %d images:\n%s", len(dataset), format_table(results))
+        self._report_data = {"matrix": matrix.matrix.cpu(), "names": list(dataset.class_names),
+                             "worst": WorstImages.merge(states, worst.k)}
         return {"sem_seg": results}
+
+    # ---- report ------------------------------------------------------------------------------
+    def write_report(self, report, results: dict) -> None:
+        """The semantic sections of output_dir/report (segmentation.report), from the last evaluation."""
+        data = self._report_data
+        if data is None or "sem_seg" not in results:
+            return
+        report.subtitle = report.subtitle or f"semantic segmentation ({self.cfg.model.head} head, " \
+                                             f"{self.cfg.model.backbone.name})"
+        add_semantic_report(report, results["sem_seg"], data["matrix"], data["names"], data["worst"],
+                            self.cfg.model.ignore_index)
+
+    def report_notes(self) -> List[tuple]:
+        return list(self._notes)
 
 
 def _same_size_runs(images: List[Tensor]) -> List[List[int]]:

@@ -13,6 +13,9 @@ def test_demo_quick_runs_every_stage_and_writes_the_report(tmp_path):
                             capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"report: {out / 'report.md'}" in result.stdout
+    last = result.stdout.splitlines()[-4:]  # the demo ends with its stages' HTML reports
+    for stage in ("cls", "semantic"):
+        assert f"report: {out / stage / 'report' / 'index.html'}" in last
     results = json.loads((out / "results.json").read_text())
     for section, key in [("classification", "top1"), ("bbox", "AP"), ("segm", "AP"), ("sem_seg", "mIoU")]:
         assert isinstance(results[section][key], (int, float)), (section, results[section])

@@ -258,6 +258,10 @@ def main():
           f"mIoU {fmt(results['sem_seg'].get('mIoU'))}  top-1 {fmt(results['classification'].get('top1'))}"
           f"  in {timings['total'] / 60:.1f} min")
     print(f"report: {report}")
+    for stage in ("cls", "mask_rcnn", "semantic"):  # each training stage's own page (docs/reports.md)
+        page = os.path.join(out, stage, "report", "index.html")
+        if os.path.isfile(page):
+            print(f"report: {page}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ TINY = {
              "val": [{"synthetic": {"num_images": 12, "image_size": 32, "num_classes": 4, "seed": 2}}],
              "num_workers": 0, "recipe": "shapes", "crop_size": 32, "resize_size": 32},
     "solver": {"base_lr": 0.01, "ims_per_batch": 8, "max_iter": 3, "checkpoint_period": 3, "lr_schedule": "constant"},
-    "test": {"eval_period": 0, "ims_per_batch": 8},
+    "test": {"eval_period": 0, "ims_per_batch": 8, "report": False},  # on where a test checks it
     "logging": {"log_period": 1, "tensorboard": False, "progress_bar": False},
 }
 
@@ -60,12 +60,15 @@ def _run_tool(argv):
 
 
 def test_short_run_writes_the_outputs_then_eval_only_and_transfer(tmp_path):
-    config = _write(tmp_path)
+    config = _write(tmp_path, test={"report": True})
     results = _run_tool(["--config", config])
     out = tmp_path / "tiny"
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == results and set(results) >= {"top1", "top5", "num_images"} and results["num_images"] == 12
     assert 0 <= results["top1"] <= results["top5"] <= 100
+    report = (out / "report" / "index.html").read_text()  # the final evaluation's report
+    for section in ("Classification", "Confusion matrix", "Most confident mistakes", "The run"):
+        assert f"<h2>{section}</h2>" in report
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "loss_cls" in r] == [1, 2, 3]
     log = (out / "log.txt").read_text()  # what the run had and chose, in the log as on the console

@@ -29,7 +29,7 @@ def write_config(directory, data, name="run", **sections) -> str:
                  "num_workers": 0, "min_train_area": -1, "base_size": 64, "crop_size": 64, "eval_resize": False},
         "solver": {"optimizer": "AdamW", "base_lr": 0.001, "ims_per_batch": 4, "max_iter": 3,
                    "checkpoint_period": 3},
-        "test": {"ims_per_batch": 4},
+        "test": {"ims_per_batch": 4, "report": False},  # the report's own tests turn it on
         "logging": {"log_period": 1, "tensorboard": False, "progress_bar": False},
     }
     for key, value in sections.items():

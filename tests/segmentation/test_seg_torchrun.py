@@ -2,6 +2,7 @@
 the two ranks' shards gives the numbers one process finds for the same weights."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def test_two_cpu_ranks_train_and_evaluate(tmp_path):
     config = write_config(tmp_path, data, model={"backbone": {"name": "resnet18", "dilation": [1, 1],
                                                               "norm": "FrozenBN"}},
                           solver={"ims_per_batch": 4, "max_iter": 4, "checkpoint_period": 2},
-                          test={"ims_per_batch": 2})  # one image per rank and batch, as the single run below
+                          test={"ims_per_batch": 2, "report": True})  # one image per rank and batch, as below
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                TRAIN_SEG, "--config", config]
     ddp = subprocess.run(command, capture_output=True, text=True, timeout=300, env=tool_env())
@@ -44,3 +45,7 @@ def test_two_cpu_ranks_train_and_evaluate(tmp_path):
     for name, value in results["per_class_IoU"].items():
         other = alone["per_class_IoU"][name]
         assert (other is None and value is None) or other == pytest.approx(value), name
+    # the report's worst images: each rank's kept, merged on rank 0, are the single process's
+    worst = [re.findall(r"<figcaption>(mIoU [^<]*)</figcaption>", (d / "report" / "index.html").read_text())
+             for d in (out, tmp_path / "eval")]
+    assert len(worst[0]) == 7 and worst[0] == worst[1]

@@ -27,7 +27,7 @@ def restore_torch_state():
 
 def test_short_run_then_eval_only(tmp_path, restore_torch_state):
     data = shapes(tmp_path / "shapes")
-    config = write_config(tmp_path, data, model={"aux_loss": True})
+    config = write_config(tmp_path, data, model={"aux_loss": True}, test={"report": True})
     results = train_seg.main(["--config", config])
     out = tmp_path / "run"
     with open(out / "results.json") as f:
@@ -48,6 +48,10 @@ def test_short_run_then_eval_only(tmp_path, restore_torch_state):
     log = (out / "log.txt").read_text()
     assert "training set: " in log and "; per class: circle " in log and "evaluation at iter" in log
     assert "sem_seg mIoU " in log  # the primary number on the evaluation line
+    report = (out / "report" / "index.html").read_text()  # the final evaluation's report
+    for section in ("Semantic segmentation", "Confusion matrix", "Worst images", "The run"):
+        assert f"<h2>{section}</h2>" in report
+    assert "training set" in report  # the dataset summary in the run's section
 
     # evaluation of the saved weights, without the training-only aux head, gives the same numbers
     again = train_seg.main(["--config", config, "--eval-only", f"model.weights={out / 'model_final.pth'}",
