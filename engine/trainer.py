@@ -54,7 +54,7 @@ from .logger import MetricsLogger, setup_logging
 from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
-from .schedule import build_lr_scheduler, scale_for_batch
+from .schedule import build_lr_scheduler, scale_for_batch, schedule_warnings
 from .task import Task
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
@@ -196,6 +196,8 @@ class Trainer:
         rng_states = self._start(resume)
         if is_main_process():
             logger.info(f"schedule: {self._schedule}")
+            for line in schedule_warnings(solver):
+                logger.warning(line)
             self._save_run_config()
             chosen = self.hardware.as_dict()
             if self.grad_reduce:
