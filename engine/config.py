@@ -34,6 +34,12 @@ class ForeignConfigError(ConfigError):
     """The config file is another task's (many keys unknown to the schema, e.g. a semantic
     segmentation config given to a detection tool); a tool that knows its checkpoint's kind adds it."""
 
+    def for_checkpoint(self, weights: str, kind: Optional[str]) -> ConfigError:
+        """The line for ``--weights`` of checkpoint kind ``kind`` (engine.checkpoint.KINDS) with this config."""
+        words = (kind or "detection").replace("_", " ")
+        return ConfigError(f"--weights {weights} is a {words} checkpoint, but --config {self}; give the config it "
+                           "was trained with (its run's config.yaml)")
+
 
 # --------------------------------------------------------------------------------------------------
 # The shared vocabulary (docs/ARCHITECTURE.md): every task's config is a RunConfig. The backbone's

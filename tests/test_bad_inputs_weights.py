@@ -176,6 +176,13 @@ def test_predict_detector_with_a_semantic_config(capsys, files):
                  case="predict a detector checkpoint with a semantic config")
 
 
+def test_export_detector_with_a_semantic_config(capsys, files):
+    expect_error(run(capsys, "export", "--config", SEG_CONFIG, "--weights", files["det"], "--format", "onnx",
+                     "--out", str(files["root"] / "det_seg_cfg.onnx")), 2,
+                 files["det"], "is a detection checkpoint", "not a detection config",
+                 case="export.py a detector checkpoint with a semantic config")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_predict_on_a_gpu_the_machine_lacks(capsys, files, device):

@@ -24,7 +24,7 @@ from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
 from detection.weights import REMEDY  # noqa: E402
 from engine.checkpoint import KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION, checkpoint_kind, read_checkpoint  # noqa: E402
-from engine.config import ConfigError, ForeignConfigError  # noqa: E402
+from engine.config import ForeignConfigError  # noqa: E402
 from engine.data import DataError  # noqa: E402
 from engine.image_io import read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
@@ -160,9 +160,7 @@ def main():
     try:
         return predict_with(args, files, checkpoint, kind, onnx)
     except ForeignConfigError as e:  # e.g. a detector with a semantic config: say what the weights are
-        words = "semantic segmentation" if kind == KIND_SEMANTIC_SEGMENTATION else "detection"
-        raise ConfigError(f"--weights {args.weights} is a {words} checkpoint, but --config {e}; give the "
-                          f"config it was trained with (its run's config.yaml)") from None
+        raise e.for_checkpoint(args.weights, kind) from None
 
 
 def predict_with(args, files: list, checkpoint: dict, kind, onnx: bool) -> None:
