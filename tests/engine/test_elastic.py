@@ -270,6 +270,7 @@ DEAD_STORE_HOST = textwrap.dedent("""
     from engine.launch import run_tool
     def main():
         init_distributed("gloo", timeout=5.0)
+        reduce_sum_tensor(torch.ones(1))  # both ranks are past the process group's start
         if os.environ["RANK"] == "0":
             os.kill(os.getpid(), 9)  # rank 0 hosts the store here (no agent): it goes with it
         time.sleep(1)
