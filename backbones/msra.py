@@ -64,17 +64,26 @@ class RestrictedUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
+class RefusedPickle(DataError, pickle.UnpicklingError):
+    """A pickle that names a global outside ``_ALLOWED_GLOBALS``: the one line says which and why."""
+
+
 def _load_pickle(path: Union[str, os.PathLike]) -> object:
+    """What a weights ``.pkl`` holds, or a DataError in one line: refused (it would run code), empty,
+    truncated or no pickle. A crafted file can make the allowed numpy constructors raise anything
+    (TypeError, MemoryError, ...): each is a file that is no weights pickle, never a traceback."""
     with open(path, "rb") as f:
         try:
             return RestrictedUnpickler(f, str(path)).load()
         except pickle.UnpicklingError as e:
             if str(e).startswith(str(path)):  # our refusal of a global: it names what would have run
-                raise
+                raise RefusedPickle(str(e)) from None
             problem = f"not a pickle ({e})"
         except (EOFError, ValueError, IndexError) as e:  # what a truncated or foreign file raises
             problem = "an empty file" if isinstance(e, EOFError) and f.tell() == 0 else \
                 f"truncated or not a pickle ({type(e).__name__}: {e})"
+        except Exception as e:  # noqa: BLE001 - crafted arguments to an allowed constructor
+            problem = f"not a weights pickle ({type(e).__name__}: {str(e)[:120]})"
     raise DataError(f"{path}: {problem}; a Detectron .pkl is a pickle of named numpy arrays "
                     "(torch checkpoints: name them .pth)")
 
@@ -87,13 +96,13 @@ def read_msra_pkl(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
     elif isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]  # detectron2's converted zoo files
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict of named arrays (Detectron 'blobs'), found {type(data).__name__}")
+        raise DataError(f"{path}: expected a dict of named arrays (Detectron 'blobs'), found {type(data).__name__}")
     blobs = {}
     for name, value in data.items():
         if str(name).endswith("_momentum") or str(name).startswith("__"):
             continue  # optimizer state saved alongside some Caffe2 weights; file metadata
         if not isinstance(value, (np.ndarray, np.generic)):
-            raise ValueError(f"{path}: entry '{name}' is a {type(value).__name__}, not a numpy array")
+            raise DataError(f"{path}: entry '{name}' is a {type(value).__name__}, not a numpy array")
         blobs[str(name)] = np.asarray(value)
     return blobs
 

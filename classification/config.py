@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 from backbones.config import BackboneConfig
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
@@ -121,6 +121,8 @@ class ClsTestConfig(TestConfig):
 
 @dataclass
 class ClsConfig(RunConfig):
+    TASK: ClassVar[str] = "classification"  # engine.config.load_config: "not a classification config" for another task's file
+    TOOLS: ClassVar[str] = "classification configs are read by tools/train_cls.py"
     output_dir: str = "runs/classification"
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(
         base_lr=0.1, momentum=0.9, weight_decay=1e-4, ims_per_batch=256, max_iter=600000,

@@ -13,7 +13,7 @@ from backbones.norm import TORCHVISION_INPUT_NORM, check_input_norm, normalize_i
 from backbones.weights import load_weights
 from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import load_config
-from engine.hardware import autocast, choose_precision
+from engine.hardware import autocast, choose_precision, resolve_device
 from engine.image_io import check_rgb_images
 
 from .config import ClsConfig
@@ -83,7 +83,7 @@ class ClassificationPredictor:
             raise ValueError(f"{weights}: does not fit {cfg.model.backbone.name}: missing "
                              f"{self.load_report.missing[:3]}, unexpected {self.load_report.unexpected[:3]}")
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.precision = choose_precision(precision or cfg.solver.amp, self.device)  # auto | off | bf16 | fp16 (engine.hardware)
         self.model = model.to(self.device).eval()
         self.transform = build_eval_transform(cfg.data)

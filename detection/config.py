@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import ClassVar, List, Optional, Union
 
 from backbones.config import BackboneConfig
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
@@ -22,6 +22,36 @@ class RPNConfig:
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
 
+    def validate(self, prefix: str = "") -> None:
+        # A zero or negative anchor trains with boxes of no size and ends as a "non-finite loss".
+        _positive_list(prefix + "anchor_sizes", self.anchor_sizes, "anchor sides in pixels, e.g. [32, 64, 128, 256, 512]")
+        _positive_list(prefix + "aspect_ratios", self.aspect_ratios, "height/width ratios, e.g. [0.5, 1.0, 2.0]")
+        _fractions(prefix, self, ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction"))
+        _at_least_one(prefix, self, ("pre_nms_topk_train", "pre_nms_topk_test", "post_nms_topk_train",
+                                     "post_nms_topk_test", "batch_size_per_image"))
+        if self.bg_iou_thresh > self.fg_iou_thresh:
+            raise ConfigError(f"{prefix}bg_iou_thresh {self.bg_iou_thresh} is above {prefix}fg_iou_thresh "
+                              f"{self.fg_iou_thresh}; the background threshold must not exceed the foreground one")
+
+
+def _positive_list(key: str, values, what: str) -> None:
+    """``what``: the list's items and an example, as in "short sides in pixels, e.g. [800]"."""
+    if not values or any(not v > 0 for v in values):
+        raise ConfigError(f"{key}: expected a non-empty list of positive {what}; got {list(values)}")
+
+
+def _fractions(prefix: str, section, names) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{prefix}{name}: must be between 0 and 1, got {value}")
+
+
+def _at_least_one(prefix: str, section, names) -> None:
+    for name in names:
+        if getattr(section, name) < 1:
+            raise ConfigError(f"{prefix}{name}: must be at least 1, got {getattr(section, name)}")
+
 
 @dataclass
 class RoIHeadsConfig:
@@ -40,6 +70,15 @@ class RoIHeadsConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100
+
+    def validate(self, prefix: str = "") -> None:
+        _fractions(prefix, self, ("positive_fraction", "fg_iou_thresh", "bg_iou_thresh", "score_thresh", "nms_thresh"))
+        _at_least_one(prefix, self, ("pooler_resolution", "mask_pooler_resolution", "fc_dim", "batch_size_per_image",
+                                     "detections_per_img"))
+        if len(self.bbox_reg_weights) != 4:
+            raise ConfigError(f"{prefix}bbox_reg_weights: four weights (x, y, w, h), e.g. [10.0, 10.0, 5.0, 5.0]; "
+                              f"got {self.bbox_reg_weights}")
+        _positive_list(prefix + "bbox_reg_weights", self.bbox_reg_weights, "weights (x, y, w, h), e.g. [10.0, 10.0, 5.0, 5.0]")
 
 
 @dataclass
@@ -80,6 +119,13 @@ class InputConfig:
     max_size_test: int = 1333
     flip_prob: float = 0.5
     photometric: bool = False  # brightness / contrast / saturation jitter
+
+    def validate(self, prefix: str = "") -> None:
+        _positive_list(prefix + "min_size_train", self.min_size_train,
+                       "short sides in pixels that training draws from, e.g. [640, 672, 704, 736, 768, 800] "
+                       "(one value: no multi-scale)")
+        _at_least_one(prefix, self, ("max_size_train", "min_size_test", "max_size_test"))
+        _fractions(prefix, self, ("flip_prob",))
 
 
 @dataclass
@@ -122,6 +168,8 @@ class DetTestConfig(TestConfig):
 
 @dataclass
 class DetConfig(RunConfig):
+    TASK: ClassVar[str] = "detection"  # engine.config.load_config: "not a detection config" for another task's file
+    TOOLS: ClassVar[str] = "detection configs are read by tools/train_det.py, eval_coco.py, export.py and predict.py with a detection checkpoint"
     output_dir: str = "runs/detection"
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(
         base_lr=0.02, weight_decay=1e-4, ims_per_batch=16, reference_batch=16, max_iter=90000,

@@ -9,7 +9,7 @@ import torch
 
 from engine.checkpoint import read_checkpoint
 from engine.config import load_config
-from engine.hardware import autocast, choose_precision, describe_device
+from engine.hardware import autocast, choose_precision, describe_device, resolve_device
 
 from .build import build_detector
 from .config import DetConfig
@@ -40,7 +40,7 @@ class Predictor:
         ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once
         task = DetectionTask(cfg, training=False, checkpoint=ckpt)
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.precision = choose_precision(precision or cfg.solver.amp, self.device)
         self.device_words = describe_device(self.device)
         model = build_detector(cfg.model, cfg.input)

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -59,6 +60,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# Held while a checkpoint is written: a worker whose torchrun agent died waits for it before it
+# ends (engine.dist.exit_with_agent), so the write in progress completes instead of being cut.
+CHECKPOINT_WRITE = threading.Lock()
+
+
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a reader sees the old file or the complete new one.
 
@@ -66,6 +72,11 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     ``os.replace`` swaps the name (atomic on POSIX within one filesystem) and the directory is fsynced
     so the rename itself survives a power cut.
     """
+    with CHECKPOINT_WRITE:
+        _save_checkpoint(path, state)
+
+
+def _save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:

@@ -12,8 +12,18 @@ from .logger import setup_logging
 T = TypeVar("T")
 
 
+class ToolParser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``parse_args`` lets options and ``key=value`` overrides mix in any
+    order: ``--config F a=1 --resume b=2`` as well as ``--config F --resume a=1 b=2``. Plain argparse
+    gives the ``nargs="*"`` positional only the first run of overrides and stops on the second with
+    "unrecognized arguments"; ``parse_intermixed_args`` collects them all, in order."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
 def default_argument_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = ToolParser(description=description)
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML experiment file")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in output_dir")

@@ -30,6 +30,17 @@ class ConfigError(ValueError):
     """A config that cannot run. The message is a single line meant for the user."""
 
 
+class ForeignConfigError(ConfigError):
+    """The config file is another task's (many keys unknown to the schema, e.g. a semantic
+    segmentation config given to a detection tool); a tool that knows its checkpoint's kind adds it."""
+
+    def for_checkpoint(self, weights: str, kind: Optional[str]) -> ConfigError:
+        """The line for ``--weights`` of checkpoint kind ``kind`` (engine.checkpoint.KINDS) with this config."""
+        words = (kind or "detection").replace("_", " ")
+        return ConfigError(f"--weights {weights} is a {words} checkpoint, but --config {self}; give the config it "
+                           "was trained with (its run's config.yaml)")
+
+
 # --------------------------------------------------------------------------------------------------
 # The shared vocabulary (docs/ARCHITECTURE.md): every task's config is a RunConfig. The backbone's
 # vocabulary is backbones.config.BackboneConfig: this layer knows no network.
@@ -83,10 +94,48 @@ class SolverConfig:
         for name in ("ims_per_batch", "accumulate", "max_iter", "checkpoint_period", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{prefix}{name}: must be at least 1, got {getattr(self, name)}")
+        # Numbers torch.optim would refuse with a traceback that names no key, or take silently.
+        _in_range(prefix + "base_lr", self.base_lr, "a positive learning rate, e.g. 0.02", low=0, low_open=True)
+        _in_range(prefix + "momentum", self.momentum, "in [0, 1), e.g. 0.9", low=0, high=1)
+        for i, beta in enumerate(self.betas):
+            _in_range(f"{prefix}betas[{i}]", beta, "in [0, 1), e.g. [0.9, 0.999]", low=0, high=1)
+        if len(self.betas) != 2:
+            raise ConfigError(f"{prefix}betas: AdamW takes two values, e.g. [0.9, 0.999], got {self.betas}")
+        _in_range(prefix + "weight_decay", self.weight_decay, "at least 0, e.g. 1e-4", low=0)
+        _in_range(prefix + "gamma", self.gamma, "the LR factor at each step, in (0, 1], e.g. 0.1",
+                  low=0, low_open=True, high=1, high_open=False)
+        _in_range(prefix + "warmup_factor", self.warmup_factor, "the LR fraction warm-up starts at, in (0, 1]",
+                  low=0, low_open=True, high=1, high_open=False)
+        _in_range(prefix + "min_lr_factor", self.min_lr_factor, "a fraction of base_lr, in [0, 1]",
+                  low=0, high=1, high_open=False)
+        _in_range(prefix + "poly_power", self.poly_power, "a positive exponent, e.g. 0.9", low=0, low_open=True)
+        _in_range(prefix + "ema_decay", self.ema_decay, "in (0, 1), e.g. 0.9998", low=0, low_open=True, high=1)
+        for name in ("warmup_iters", "max_epochs", "reference_batch", "plateau_patience", "plateau_threshold",
+                     "clip_grad"):
+            _in_range(prefix + name, getattr(self, name), "at least 0 (0 turns it off)", low=0)
+        if self.nesterov and self.optimizer == "SGD" and self.momentum == 0:
+            raise ConfigError(f"{prefix}nesterov: Nesterov momentum needs solver.momentum > 0 (got 0); "
+                              "set a momentum or nesterov=false")
+        bad_steps = [s for s in self.steps if s < 1]
+        if bad_steps:
+            raise ConfigError(f"{prefix}steps: milestones are iterations, at least 1, got {self.steps}")
         if self.lr_schedule == "step" and len(self.steps) != 1:
             raise ConfigError(f"{prefix}steps: the step schedule takes one period, e.g. steps: [30000]")
         if list(self.steps) != sorted(self.steps):
             raise ConfigError(f"{prefix}steps: milestones must increase, got {self.steps}")
+
+
+def _in_range(key: str, value: float, what: str, low: Optional[float] = None, high: Optional[float] = None,
+              low_open: bool = False, high_open: bool = True) -> None:
+    """Raise ConfigError naming ``key`` unless ``value`` is finite and within the bounds (``low``
+    included unless ``low_open``; ``high`` excluded unless ``high_open`` is False)."""
+    ok = value == value and value not in (float("inf"), float("-inf"))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ConfigError(f"{key}: must be {what}; got {value}")
 
 
 # ``data.num_workers`` of every task: an int, or "auto" (engine.hardware.choose_num_workers: loader
@@ -231,7 +280,45 @@ def load_config(schema: Type[T], path: Optional[str] = None, overrides: Sequence
             _set_path(plain, key, value)
         except (ValueError, IndexError, TypeError):
             raise ConfigError(f"override '{text}': '{key}' does not address a key of the config") from None
-    return from_dict(schema, plain)
+    try:
+        return from_dict(schema, plain)
+    except ConfigError as e:
+        task = getattr(schema, "TASK", None)
+        if not str(e).startswith("unknown key") or task is None:
+            raise
+        unknown = unknown_keys(schema, plain)
+        if len(unknown) < 2:  # one unknown key is a typo: the message names the closest valid ones
+            raise
+        where = path or "the config"
+        raise ForeignConfigError(f"{where}: not a {task} config ({len(unknown)} keys unknown to it: "
+                          f"{', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
+                          f"{getattr(schema, 'TOOLS', '')}".rstrip("; ")) from None
+
+
+def unknown_keys(schema, data: Any, prefix: str = "") -> List[str]:
+    """The dotted keys of ``data`` (plain dicts and lists) that ``schema`` has no field for, a
+    section's unknown name once (what it holds is not listed). Tells a config of another task (many
+    unknown keys) from a typo (one)."""
+    if not dataclasses.is_dataclass(schema) or not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(schema)
+    names = {f.name for f in dataclasses.fields(schema) if f.init}
+    found = []
+    for key, value in data.items():
+        if key not in names:
+            found.append(f"{prefix}{key}")
+            continue
+        tp = hints[key]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+        if typing.get_origin(tp) in (list, List) and isinstance(value, list):
+            (item,) = typing.get_args(tp) or (Any,)
+            for i, element in enumerate(value):
+                found += unknown_keys(item, element, f"{prefix}{key}[{i}].")
+        else:
+            found += unknown_keys(tp, value, f"{prefix}{key}.")
+    return found
 
 
 # --------------------------------------------------------------------------------------------------

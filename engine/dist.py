@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -157,7 +158,7 @@ def lost_ranks(grace: Optional[float] = None) -> Optional[List[int]]:
     (dead, or hung in something other than a collective). None when the store itself is unreachable
     (its host is gone: node 0's agent, or rank 0 with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1).
     """
-    if _STORE is None:
+    if _STORE is None or not _store_host_answers():
         return None
     rank, world = get_rank(), get_world_size()
     grace = roll_call_seconds() if grace is None else grace
@@ -172,6 +173,20 @@ def lost_ranks(grace: Optional[float] = None) -> Optional[List[int]]:
         return missing
     except Exception:  # noqa: BLE001 - an unreachable store is an answer too
         return None
+
+
+def _store_host_answers(seconds: float = 2.0) -> bool:
+    """Whether the store's host (MASTER_ADDR:MASTER_PORT) still accepts connections. Asked before the
+    roll call: a TCPStore client whose server is gone prints a 13-frame C++ stack on stderr
+    ("sendBytes failed ... Broken pipe") before it raises, which would come before the one line."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        return True  # not torchrun's env:// rendezvous: let the store answer for itself
+    try:
+        with socket.create_connection((addr, int(port)), timeout=seconds):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def roll_call_seconds() -> float:

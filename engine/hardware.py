@@ -30,6 +30,7 @@ from typing import Optional
 import torch
 
 from . import threads as _threads  # noqa: F401  OMP_WAIT_POLICY, for library users who import us first
+from .config import ConfigError
 
 __all__ = ["Precision", "cpu_capability", "cpu_native_bf16", "choose_precision", "choose_channels_last",
            "usable_cores", "choose_num_workers", "resolve_num_workers", "apply_thread_policy",
@@ -78,6 +79,33 @@ def _cpu_words() -> str:
     if cpu_native_bf16():
         return f"CPU capability {cap} with native bf16"
     return f"CPU capability {cap}"
+
+
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """The device a predictor or tool runs on: ``name`` ("cpu", "cuda", "cuda:1", "mps") checked
+    against this machine, or the first GPU when there is one and the CPU otherwise (``None``). A
+    device the machine lacks stops with one line (a ConfigError) instead of the driver's traceback
+    at the first tensor moved there."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device '{name}': not a device name; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device '{name}': no CUDA GPU is visible to this process (no GPU, no driver, "
+                              "or CUDA_VISIBLE_DEVICES hides it); use --device cpu, or leave --device out to "
+                              "take a GPU when there is one")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device '{name}': this process sees {count} GPU{'s' if count > 1 else ''} "
+                              f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device '{name}': Apple's MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device '{name}': not supported here; use cpu, cuda, cuda:N or mps")
+    return device
 
 
 def describe_device(device: torch.device) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from .agent import exit_with_agent
 from .cli import fail
 from .config import ConfigError
 from .data import DataError, user_message
@@ -21,7 +22,9 @@ def run_tool(main: Callable[[], Any]) -> Any:
     file into exit code 1, a collective that failed because another rank is gone into exit code 1
     with the lost ranks named (engine.dist.peer_failure_message), and Ctrl-C into 130 (during
     training, after saving a checkpoint), each as one ``error: ...`` line on stderr instead of a
-    traceback. Leaves the process group cleanly."""
+    traceback. Leaves the process group cleanly. Under torchrun the process ends when its agent
+    dies (engine.agent)."""
+    exit_with_agent()
     try:
         return main()
     except ConfigError as e:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -125,6 +125,25 @@ class IterationLR(LambdaLR):
         self._step_count = self.last_epoch + 1
         self.factor.load_plateau_state(state_dict["plateau"])
         self._apply()
+
+
+def schedule_warnings(solver) -> List[str]:
+    """What in ``solver`` (as it runs: after the batch rescaling and ``max_epochs``) can never take
+    effect, one line each: milestones at or past ``max_iter`` (the LR would never decay there) and a
+    warm-up that lasts the whole run. The trainer logs them when training starts."""
+    lines, n = [], solver.max_iter
+    if solver.lr_schedule in ("multistep", "step") and solver.steps:
+        late = [s for s in solver.steps if s >= n]
+        if solver.lr_schedule == "step":
+            late = late[:1]
+        if late:
+            never = "never decays" if len(late) == len(solver.steps) else f"does not decay at {late}"
+            lines.append(f"solver.steps {list(solver.steps)} reach solver.max_iter {n} or beyond: the learning "
+                         f"rate {never} (iterations run 0 to {n - 1}); set steps below max_iter")
+    if solver.warmup_iters > 0 and solver.warmup_iters >= n:
+        lines.append(f"solver.warmup_iters {solver.warmup_iters} >= solver.max_iter {n}: the whole run is "
+                     f"warm-up, the learning rate never reaches base_lr; set warmup_iters below max_iter")
+    return lines
 
 
 def build_lr_scheduler(optimizer: Optimizer, solver, max_iter: int) -> IterationLR:

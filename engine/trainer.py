@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .agent import exit_with_agent
 from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import ConfigError, DistConfig, save_config, to_dict
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
@@ -53,7 +54,7 @@ from .logger import MetricsLogger, setup_logging
 from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
-from .schedule import build_lr_scheduler, scale_for_batch
+from .schedule import build_lr_scheduler, scale_for_batch, schedule_warnings
 from .task import Task
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
@@ -123,6 +124,7 @@ class Trainer:
         self.max_iter = solver.max_iter
         set_deterministic(cfg.deterministic)
         dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
+        exit_with_agent()  # under torchrun: end with the agent (engine.agent)
         self.device = init_distributed(dist_cfg.backend, dist_cfg.timeout)
         setup_logging(cfg.output_dir, get_rank())
         # precision, memory layout, loader workers and compute threads for this machine (engine.hardware)
@@ -195,6 +197,8 @@ class Trainer:
         rng_states = self._start(resume)
         if is_main_process():
             logger.info(f"schedule: {self._schedule}")
+            for line in schedule_warnings(solver):
+                logger.warning(line)
             self._save_run_config()
             chosen = self.hardware.as_dict()
             if self.grad_reduce:

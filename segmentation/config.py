@@ -14,7 +14,7 @@ schedule for 30 epochs. A dataset is either ``{coco: {json, images, categories}}
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 from backbones.config import BackboneConfig
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
@@ -139,6 +139,8 @@ class SegDataConfig:
 
 @dataclass
 class SegConfig(RunConfig):
+    TASK: ClassVar[str] = "semantic segmentation"  # engine.config.load_config: "not a semantic segmentation config" for another task's file
+    TOOLS: ClassVar[str] = "semantic segmentation configs are read by tools/train_seg.py, export.py and predict.py with a semantic checkpoint"
     output_dir: str = "runs/segmentation"
     # torchvision's optimiser and schedule shape; its length (30 epochs, written for a batch of 32)
     # lives in configs/segmentation/_base_/schedule_30e.yaml, since max_epochs here would silently

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import checkpoint_meta, read_checkpoint
 from engine.config import load_config
-from engine.hardware import autocast, choose_precision
+from engine.hardware import autocast, choose_precision, resolve_device
 
 from .config import SegConfig
 from .models import build_segmentation_model
@@ -33,7 +33,7 @@ class SemanticPredictor:
                  checkpoint: Optional[dict] = None, precision: Optional[str] = None):
         # the backbone file is not needed: the checkpoint holds every weight
         self.cfg = load_config(SegConfig, config, ["model.backbone.weights=null", *overrides])
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.precision = choose_precision(precision or self.cfg.solver.amp, self.device)  # auto | off | bf16 | fp16 (engine.hardware)
         model = build_segmentation_model(self.cfg.model)
         ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once

@@ -63,6 +63,8 @@ def run(capsys, name: str, *argv: str) -> Result:
     try:
         if os.path.basename(name).removesuffix(".py") in _WRAPPED or name.endswith("tiny_task.py"):
             run_tool(module.main)
+        elif hasattr(module, "cli"):  # export.py: cli(argv) is main wrapped as its __main__ runs it
+            module.cli(list(argv))
         else:
             code = module.main(list(argv)) or 0
     except SystemExit as e:

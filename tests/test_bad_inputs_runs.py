@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from bad_inputs_support import ROOT, expect_error, run, tool
+from bad_inputs_support import DET_CONFIG, ROOT, SEG_CONFIG, det_overrides, expect_error, run, tool
 
 TINY = os.path.join(ROOT, "tests", "engine", "tiny_task.py")
 BASE = {
@@ -71,6 +71,72 @@ def test_config_key_errors_exit_2(tmp_path, capsys, override, names):
                  case=f"config override {override}")
 
 
+@pytest.mark.parametrize("override, names", [
+    ("solver.base_lr=-1", ["solver.base_lr", "positive", "-1"]),  # torch.optim's traceback named no key
+    ("solver.base_lr=0", ["solver.base_lr", "positive"]),
+    ("solver.momentum=1.5", ["solver.momentum", "[0, 1)"]),
+    ("solver.weight_decay=-1e-4", ["solver.weight_decay", "at least 0"]),
+    ("solver.gamma=0", ["solver.gamma", "(0, 1]"]),
+    ("solver.warmup_factor=2", ["solver.warmup_factor", "(0, 1]"]),
+    ("solver.warmup_iters=-1", ["solver.warmup_iters", "at least 0"]),
+    ("solver.betas=[0.9]", ["solver.betas", "two values"]),
+    ("solver.ema_decay=1", ["solver.ema_decay", "(0, 1)"]),
+    ("solver.clip_grad=-1", ["solver.clip_grad", "at least 0"]),
+    ("solver.steps=[0,4]", ["solver.steps", "at least 1"]),
+    ("solver.base_lr=.nan", ["solver.base_lr", "nan"]),
+])
+def test_solver_values_out_of_range_exit_2(tmp_path, capsys, override, names):
+    expect_error(tiny(capsys, "--config", config(tmp_path), override), 2, *names, case=f"config override {override}")
+
+
+def test_steps_and_warm_up_beyond_max_iter_are_said_at_the_start(tmp_path, capsys):
+    result = tiny(capsys, "--config", config(tmp_path), "solver.max_iter=3", "solver.steps=[100]",
+                  "solver.warmup_iters=5")
+    assert result.code == 0, result.err[-2000:]
+    lines = ["solver.steps [100] reach solver.max_iter 3 or beyond: the learning rate never decays",
+             "solver.warmup_iters 5 >= solver.max_iter 3: the whole run is warm-up"]
+    with open(tmp_path / "run" / "log.txt") as f:
+        log = f.read()
+    for line in lines:
+        assert sum(line in printed for printed in result.err.splitlines()) == 1, result.err[-2000:]  # once
+        assert line in log
+    quiet = tiny(capsys, "--config", config(tmp_path, name="quiet"))  # steps [4], warm-up 1 of 6: nothing said
+    assert quiet.code == 0 and "solver.steps" not in quiet.err and "warmup_iters" not in quiet.err
+
+
+# Detection and semantic configs: each refused before any data is read (the files need not exist).
+_NO_DATA = {"train": ("train.json", "train"), "val": ("val.json", "val")}
+
+
+@pytest.mark.parametrize("override, names", [
+    ("input.min_size_train=[]", ["input.min_size_train", "non-empty", "got []"]),  # was an IndexError
+    ("input.min_size_train=[0]", ["input.min_size_train", "positive"]),
+    ("model.rpn.anchor_sizes=[0,64,128,256,512]", ["model.rpn.anchor_sizes", "positive"]),  # was a non-finite loss
+    ("model.rpn.anchor_sizes=[-32,64,128,256,512]", ["model.rpn.anchor_sizes", "-32"]),
+    ("model.rpn.aspect_ratios=[0.0,1.0]", ["model.rpn.aspect_ratios", "positive"]),
+    ("model.roi_heads.nms_thresh=1.5", ["model.roi_heads.nms_thresh", "between 0 and 1"]),
+    ("model.rpn.bg_iou_thresh=0.9", ["model.rpn.bg_iou_thresh", "fg_iou_thresh"]),
+])
+def test_detection_config_values_exit_2(tmp_path, capsys, override, names):
+    expect_error(run(capsys, "train_det", "--config", DET_CONFIG, *det_overrides(_NO_DATA, tmp_path / "run"),
+                     override), 2, *names, case=f"train_det {override}")
+
+
+@pytest.mark.parametrize("tool_name, config_path, names", [
+    ("train_det", SEG_CONFIG, ["shapes_semantic.yaml", "not a detection config", "model.head", "train_det.py"]),
+    ("train_seg", DET_CONFIG, ["shapes_mask_rcnn.yaml", "not a semantic segmentation config", "model.arch",
+                               "train_seg.py"]),
+])
+def test_another_tasks_config_is_named_as_such(tmp_path, capsys, tool_name, config_path, names):
+    expect_error(run(capsys, tool_name, "--config", config_path, f"output_dir={tmp_path / 'run'}"), 2, *names,
+                 case=f"{tool_name} with another task's config")
+
+
+def test_a_typo_is_not_called_another_tasks_config(tmp_path, capsys):
+    line = expect_error(tiny(capsys, "--config", config(tmp_path), "model.widht=8"), 2, "model.widht", "width")
+    assert "not a" not in line
+
+
 def test_missing_config_file(tmp_path, capsys):
     expect_error(tiny(capsys, "--config", str(tmp_path / "nope.yaml")), 2, "nope.yaml", case="config file missing")
 
@@ -115,6 +181,14 @@ def test_resume_may_change_the_run_length_and_writes_its_config_beside(finished_
     assert "logging.log_period" in changed and "solver.max_iter" in changed and "base_lr" not in changed
     assert (run_dir / "config.yaml").read_text() == original  # never overwritten
     assert yaml.safe_load((run_dir / "config.resume-6.yaml").read_text())["solver"]["max_iter"] == 8
+
+
+def test_overrides_on_both_sides_of_resume(finished_run, capsys):
+    path, run_dir = finished_run  # argparse stopped on the second run of overrides: "unrecognized arguments"
+    result = tiny(capsys, "--config", path, "solver.max_iter=8", "--resume", "logging.log_period=2")
+    assert result.code == 0, result.err[-2000:]
+    resumed = yaml.safe_load((run_dir / "config.resume-6.yaml").read_text())
+    assert resumed["solver"]["max_iter"] == 8 and resumed["logging"]["log_period"] == 2
 
 
 def test_resume_with_allow_config_change(finished_run, capsys):

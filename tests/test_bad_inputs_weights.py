@@ -57,6 +57,11 @@ def files(tmp_path_factory):
         (root / "truncated.pth").write_bytes(f.read()[:5000])
     torch.save({"model": {"conv1.weight": torch.zeros(1)}, "x": _RunsCode()}, root / "hostile.pth")
     np.save(root / "weights.npy", np.zeros(3))
+    # Detectron-style .pkl files that would run code, or feed the allowed numpy constructors bad arguments
+    with open(root / "system.pkl", "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": np.zeros((2, 3, 7, 7), np.float32), "x": _RunsCode()}}, f, protocol=2)
+    (root / "bad_numpy.pkl").write_bytes(b"\x80\x02cnumpy.core.multiarray\n_reconstruct\nq\x00(K\x01K\x02tq\x01Rq\x02.")
+    paths["system.pkl"], paths["bad_numpy.pkl"] = str(root / "system.pkl"), str(root / "bad_numpy.pkl")
     for name in ("weights.json", "weights.txt", "empty.pth", "truncated.pth", "hostile.pth", "weights.npy"):
         paths[name] = str(root / name)
     paths["root"] = root
@@ -92,6 +97,32 @@ def test_eval_coco_weights_not_found(capsys, files):
 def test_transfer_of_a_json_file(capsys, files):
     expect_error(run(capsys, "transfer", files["weights.json"], "--out", str(files["root"] / "out.pth")), 1,
                  files["weights.json"], "JSON", case="transfer.py of a JSON file")
+
+
+# ------------------------------------------------------------------- hostile Detectron .pkl files
+
+@pytest.mark.parametrize("name, words", [("system.pkl", ["would run code", "posix.system"]),
+                                         ("bad_numpy.pkl", ["not a weights pickle", "TypeError"])])
+def test_transfer_msra_of_a_hostile_pkl(capsys, files, name, words):
+    expect_error(run(capsys, "transfer", files[name], "--format", "msra", "--out", str(files["root"] / "msra.pth")), 1,
+                 files[name], *words, case=f"transfer.py --format msra of {name}")
+    assert not os.path.exists(files["root"] / "msra.pth")
+
+
+def test_hostile_pkl_as_detector_backbone_weights(capsys, files):
+    expect_error(_train_det(capsys, files, "hostile_backbone", f"model.backbone.weights={files['system.pkl']}"), 1,
+                 files["system.pkl"], "would run code",
+                 case="train_det model.backbone.weights = a .pkl that would run code")
+
+
+def test_hostile_pkl_as_classifier_backbone_weights(capsys, files):
+    from bad_inputs_support import CLS_CONFIG
+
+    expect_error(run(capsys, "train_cls", "--config", CLS_CONFIG, f"output_dir={files['root'] / 'cls_hostile'}",
+                     "data.train.0.synthetic.num_images=8", "data.val.0.synthetic.num_images=8", "solver.max_iter=1",
+                     f"model.backbone.weights={files['system.pkl']}"), 2,  # train_cls: a config error
+                 "model.backbone.weights", files["system.pkl"], "would run code",
+                 case="train_cls model.backbone.weights = a .pkl that would run code")
 
 
 # ------------------------------------------------------------- checkpoints of another task / arch
@@ -136,6 +167,36 @@ def test_predict_wrong_architecture(capsys, files):
     expect_error(run(capsys, "predict", "--config", DET_CONFIG, "--weights", files["det"], "--input", images,
                      "--output", str(files["root"] / "pred"), "model.arch=C4"), 1, files["det"], "do not fit",
                  case="predict FPN checkpoint with a C4 config")
+
+
+def test_predict_detector_with_a_semantic_config(capsys, files):
+    expect_error(run(capsys, "predict", "--config", SEG_CONFIG, "--weights", files["det"], "--input",
+                     files["data"]["val"][1], "--output", str(files["root"] / "pred_seg_cfg")), 2,
+                 files["det"], "is a detection checkpoint", "not a detection config", "model.head",
+                 case="predict a detector checkpoint with a semantic config")
+
+
+def test_export_detector_with_a_semantic_config(capsys, files):
+    expect_error(run(capsys, "export", "--config", SEG_CONFIG, "--weights", files["det"], "--format", "onnx",
+                     "--out", str(files["root"] / "det_seg_cfg.onnx")), 2,
+                 files["det"], "is a detection checkpoint", "not a detection config",
+                 case="export.py a detector checkpoint with a semantic config")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_predict_on_a_gpu_the_machine_lacks(capsys, files, device):
+    out = files["root"] / "pred_cuda"
+    expect_error(run(capsys, "predict", "--config", DET_CONFIG, "--weights", files["det"], "--input",
+                     files["data"]["val"][1], "--output", str(out), "--device", device), 2,
+                 f"device '{device}'", "no CUDA GPU", "--device cpu", case=f"predict --device {device} without a GPU")
+    assert not out.exists()  # stopped before any work
+
+
+def test_predict_device_that_is_no_device(capsys, files):
+    expect_error(run(capsys, "predict", "--config", DET_CONFIG, "--weights", files["det"], "--input",
+                     files["data"]["val"][1], "--output", str(files["root"] / "pred_gpu0"), "--device", "gpu0"), 2,
+                 "device 'gpu0'", "cpu, cuda", case="predict --device gpu0 (not a device name)")
 
 
 def test_predict_classifier_checkpoint(capsys, files):

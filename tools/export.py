@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.checkpoint import (KIND_BACKBONE, KIND_CLASSIFICATION, KIND_DETECTION,  # noqa: E402
                                KIND_SEMANTIC_SEGMENTATION, checkpoint_kind, read_checkpoint)
+from engine.config import ForeignConfigError  # noqa: E402
 from engine.export import ExportError  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 
@@ -85,6 +86,8 @@ def main(argv=None):
         raise ExportError("--config: give the run's config (detection and segmentation need it)")
     try:
         rows = exporters[kind](args, checkpoint)
+    except ForeignConfigError as e:  # e.g. a detector with a semantic config: say what the weights are
+        raise e.for_checkpoint(args.weights, kind) from None
     except ExportError as e:
         if os.path.isfile(args.out):
             os.remove(args.out)  # a file that failed its check is not left behind to be deployed

@@ -24,6 +24,7 @@ from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections, write_rgb  # noqa: E402
 from detection.weights import REMEDY  # noqa: E402
 from engine.checkpoint import KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION, checkpoint_kind, read_checkpoint  # noqa: E402
+from engine.config import ForeignConfigError  # noqa: E402
 from engine.data import DataError  # noqa: E402
 from engine.image_io import read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
@@ -148,12 +149,21 @@ def main():
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args()
 
+    from engine.hardware import resolve_device
+    resolve_device(args.device)  # a device this machine lacks stops here, before any work
     files = list_images(args.input)
     os.makedirs(args.output, exist_ok=True)
     setup_logging(args.output)  # the INFO log (the weights' load report) on the console and in OUT/log.txt
     onnx = args.backend == "onnxruntime" or args.weights.endswith(".onnx")  # detection/export.py
     checkpoint = {} if onnx else read_checkpoint(args.weights, REMEDY)  # once: the kind decides, the predictor loads it
     kind = KIND_DETECTION if onnx else checkpoint_kind(checkpoint)
+    try:
+        return predict_with(args, files, checkpoint, kind, onnx)
+    except ForeignConfigError as e:  # e.g. a detector with a semantic config: say what the weights are
+        raise e.for_checkpoint(args.weights, kind) from None
+
+
+def predict_with(args, files: list, checkpoint: dict, kind, onnx: bool) -> None:
     if kind == KIND_SEMANTIC_SEGMENTATION:
         return predict_semantic(args, files, checkpoint)
     if kind not in (KIND_DETECTION, None):  # None: an older or bare detector state dict, tried as one

@@ -2,7 +2,7 @@
 checkpoint under --max-restarts=1 restarts the group, which resumes by itself and ends bitwise equal
 to an uninterrupted run; two agents (--nnodes=2, c10d rendezvous) equal one node with two processes;
 a lost or hung peer ends the job within the configured timeout with the lost rank named, and leaves
-no process and no half-written file behind; a run continued with another world size (2 -> 1) reads
+no process and no half-written file behind; so does a SIGKILLed agent; a run continued with another world size (2 -> 1) reads
 the same samples and ends within rounding of a one-process run."""
 import glob
 import os
@@ -195,6 +195,41 @@ def test_lost_peer_ends_the_job_with_the_rank_named(tmp_path):
         load_checkpoint(path)  # every file there is complete
 
 
+def test_killed_agent_ends_its_workers(tmp_path):
+    # kill -9 on torchrun's agent reaches no worker (each runs in a session of its own): they trained
+    # on and wrote model_final.pth. Each now watches its agent (engine.agent) and ends within a second,
+    # with its loader worker, after one line; every checkpoint on disk is complete.
+    run = os.path.join(tmp_path, "run")
+    config = write_config(tmp_path, "run", **{**RUN, "solver": {**RUN["solver"], "max_iter": 400, "checkpoint_period": 2},
+                                              "data": {"num_workers": 1, "delay": 0.01}})
+    command = torchrun_args("--nproc-per-node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+                            TASK, "--config", config)
+    agents = Agents([command])
+    try:
+        checkpoints = os.path.join(run, "checkpoints")
+        deadline = time.monotonic() + 120
+        while not glob.glob(os.path.join(checkpoints, "model_*.pth")) and time.monotonic() < deadline:
+            assert agents.procs[0].poll() is None, agents.procs[0].communicate()[0][-3000:]
+            time.sleep(0.1)
+        assert len(tagged_processes(agents.tag)) == 5  # the agent, 2 workers, their 2 loader workers
+        agents.procs[0].kill()
+        killed = time.monotonic()
+        while tagged_processes(agents.tag) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        left = tagged_processes(agents.tag)
+        out = agents.procs[0].communicate()[0]
+    finally:
+        agents.close()
+    assert not left, f"left running 10 s after the agent's death: {left}"
+    for rank in (0, 1):
+        assert f"error: rank {rank}: the torchrun agent that started this worker (pid {agents.procs[0].pid}) is gone" \
+            in out, out[-3000:]
+    assert not os.path.exists(os.path.join(run, "model_final.pth"))
+    assert not glob.glob(os.path.join(checkpoints, ".tmp-*"))
+    for path in glob.glob(os.path.join(checkpoints, "*.pth")):
+        load_checkpoint(path)  # complete
+
+
 HUNG_PEER = textwrap.dedent("""
     import os, sys, time, torch
     from engine.dist import init_distributed, reduce_sum_tensor
@@ -227,6 +262,38 @@ def test_hung_peer_times_out_with_dist_timeout():
     assert "Traceback" not in err
     assert "Timed out waiting 2000ms" in last  # gloo's collective honoured dist.timeout
     assert seconds < 30  # import + rendezvous + the 2 s timeout + the 2 s roll call, not 30 minutes
+
+
+DEAD_STORE_HOST = textwrap.dedent("""
+    import os, sys, time, torch
+    from engine.dist import init_distributed, reduce_sum_tensor
+    from engine.launch import run_tool
+    def main():
+        init_distributed("gloo", timeout=5.0)
+        reduce_sum_tensor(torch.ones(1))  # both ranks are past the process group's start
+        if os.environ["RANK"] == "0":
+            os.kill(os.getpid(), 9)  # rank 0 hosts the store here (no agent): it goes with it
+        time.sleep(1)
+        reduce_sum_tensor(torch.ones(1))
+    sys.exit(run_tool(main))
+""")
+
+
+def test_lost_peer_that_hosted_the_store_gives_one_line_without_a_cpp_stack():
+    env = {**tool_env(), "PYTHONPATH": ROOT, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, "-c", DEAD_STORE_HOST], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        _, err = procs[1].communicate(timeout=60)
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert procs[1].returncode == 1, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: rank 1: a collective failed: the rendezvous store is "
+                                                   "unreachable"), err[-3000:]
+    assert "frame #" not in err and "TCPStore" not in err and "Traceback" not in err, err[-3000:]
 
 
 def test_restart_with_one_process_resumes_at_the_same_sample(tmp_path, reference):

@@ -195,3 +195,22 @@ def test_every_tool_sets_the_wait_policy_before_torch():
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**environ, **env},
                              capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == expected, out.stderr
+
+
+def test_resolve_device_refuses_what_the_machine_lacks(monkeypatch):
+    from engine.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert hardware.resolve_device(None) == torch.device("cpu")
+    assert hardware.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"device 'cuda': no CUDA GPU is visible"):
+        hardware.resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"device 'gpu': not a device name"):
+        hardware.resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert hardware.resolve_device(None) == torch.device("cuda")
+    assert hardware.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"device 'cuda:2': this process sees 2 GPUs \(cuda:0 to cuda:1\)"):
+        hardware.resolve_device("cuda:2")

@@ -6,7 +6,7 @@ import torch
 
 from engine.config import SolverConfig
 from engine.config import TestConfig as EvalConfig  # "Test*" would be collected by pytest
-from engine.schedule import build_lr_scheduler, scale_for_batch
+from engine.schedule import build_lr_scheduler, scale_for_batch, schedule_warnings
 
 
 def lrs(solver, n, reports=None):
@@ -100,3 +100,23 @@ def test_scale_for_batch_linear_rule():
     assert half.base_lr == pytest.approx(0.05) and half.max_iter == 2000 and half.steps == [1200, 1600]
     same, _ = scale_for_batch(dataclasses.replace(s, reference_batch=0))
     assert same.base_lr == 0.1 and same.max_iter == 1000
+
+
+def test_schedule_warnings_name_what_never_takes_effect():
+    """A milestone at or past max_iter never applies (the LR of the last step, max_iter - 1, is checked
+    against the schedule itself); a warm-up as long as the run never reaches base_lr."""
+    s = SolverConfig(base_lr=0.1, lr_schedule="multistep", steps=[2, 3], max_iter=3, warmup_iters=0)
+    got, _, _ = lrs(s, 3)
+    assert got == pytest.approx([0.1, 0.1, 0.01])  # 2 applies, 3 does not
+    (line,) = schedule_warnings(s)
+    assert line.startswith("solver.steps [2, 3] reach solver.max_iter 3 or beyond: the learning rate does not "
+                           "decay at [3]")
+    assert "never decays" in schedule_warnings(dataclasses.replace(s, steps=[100]))[0]
+    assert "never decays" in schedule_warnings(dataclasses.replace(s, lr_schedule="step", steps=[3]))[0]
+    assert schedule_warnings(dataclasses.replace(s, lr_schedule="step", steps=[2])) == []
+    assert schedule_warnings(dataclasses.replace(s, steps=[1, 2])) == []
+    assert schedule_warnings(dataclasses.replace(s, lr_schedule="cosine", steps=[100])) == []  # steps unused
+    warm = schedule_warnings(dataclasses.replace(s, steps=[], warmup_iters=3))
+    assert warm == ["solver.warmup_iters 3 >= solver.max_iter 3: the whole run is warm-up, the learning rate "
+                    "never reaches base_lr; set warmup_iters below max_iter"]
+    assert schedule_warnings(dataclasses.replace(s, steps=[], warmup_iters=2)) == []
