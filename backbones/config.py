@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from engine.config import ConfigError, choice
 
-from .hub import check_weights_name, is_weights_name
+from .locate import check_weights_name, is_weights_name
 
 __all__ = ["BackboneConfig", "TIMM_PREFIX", "timm_model_name"]
 

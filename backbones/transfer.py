@@ -25,7 +25,7 @@ from torch import nn
 from engine.checkpoint import (KIND_BACKBONE, LoadReport, checkpoint_kind, checkpoint_meta, checkpoint_state,
                                save_checkpoint)
 
-from .build import build_backbone
+from .networks import make_backbone, network_config
 from .cifar import CIFAR_DEPTHS
 from .norm import TORCHVISION_INPUT_NORM, check_input_norm
 from .resnet import RESNET_LAYERS
@@ -153,7 +153,7 @@ def transfer_weights(src: "str | WeightsFile", out: Optional[str], format: str =
                          "--name resnet50 or --name timm:convnext_tiny")
     arch_options = dict(converted.options, **(options or {}))
     try:
-        backbone = build_backbone(arch, **arch_options)
+        backbone = make_backbone(network_config(arch, arch_options))
     except ValueError as e:
         raise ValueError(f"cannot build backbone '{arch}' with {arch_options}: {e}") from None
     input_norm = check_input_norm(converted.input_norm or TORCHVISION_INPUT_NORM)

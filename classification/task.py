@@ -34,7 +34,7 @@ from engine.dist import get_world_size, is_main_process
 from engine.logger import dataset_summary
 from engine.sampler import gather_in_order
 
-from backbones.build import build_classifier
+from backbones.build import build_classifier, load_pretrained
 from .data import build_classification_set
 from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
 from .transforms import build_eval_transform, build_train_transform
@@ -145,7 +145,7 @@ class ClassificationTask:
         that does not fit is an error: training on half-random weights would be a silent failure."""
         head = self.head_name + "."
         try:
-            report = load_weights(model, path, format=fmt, strict_shapes=False)
+            report = load_pretrained(model, path, format=fmt, strict_shapes=False)
         except ValueError as e:
             raise ConfigError(f"model.backbone.weights: {e}") from None
         bad = [f"{k} {a} vs {b}" for k, a, b in report.mismatched if not k.startswith(head)]

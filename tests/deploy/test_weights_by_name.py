@@ -8,7 +8,8 @@ import torch
 import torchvision
 
 from backbones import build_backbone
-from backbones.hub import cache_dir, resolve_weights
+from backbones.hub import resolve_weights
+from backbones.locate import cache_dir
 from backbones.msra import export_msra_pkl
 from backbones.norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM
 from detection.build import build_detector
