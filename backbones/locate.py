@@ -23,6 +23,7 @@ exit 1). A failed download says the same.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import List, NamedTuple, Optional
 
@@ -156,7 +157,7 @@ def _locate_timm(name: str) -> Located:
                 if i == len(files) - 1:
                     raise
 
-    url = f"https://huggingface.co/{repo}/resolve/{revision or 'main'}/{files[0]}"
+    url = f"{huggingface_hub.constants.ENDPOINT}/{repo}/resolve/{revision or 'main'}/{files[0]}"  # $HF_ENDPOINT
     where = f"the Hugging Face cache {hf_cache or huggingface_hub.constants.HF_HUB_CACHE} " \
             f"(hf download {repo} {files[0]})"
     return Located(name, None, url, where, fetch, arch, norm)
@@ -200,11 +201,50 @@ def fetch(located: Located) -> str:
     if not downloads_allowed():
         raise DataError(f"{located.name}: not in the cache and downloads are off (RESKIT_OFFLINE / "
                         f"HF_HUB_OFFLINE); {todo}")
+    unreachable = _unreachable(located.url)
+    if unreachable:
+        raise DataError(f"{located.name}: not in the cache and {unreachable} (offline? RESKIT_OFFLINE=1 "
+                        f"skips the try); {todo}")
+    # The libraries' own retries and warnings (huggingface_hub: 5 retries with back-off, each warning
+    # printed by its handler and ours) would bury the one line below: quiet while fetching.
+    quiet = logging.getLogger("huggingface_hub")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         return located.fetch()
     except Exception as e:  # noqa: BLE001 - no network, proxy, HTTP error, hash mismatch: all one line
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        detail = " ".join(str(e).split()) or type(e).__name__  # whole, on one line
         raise DataError(f"{located.name}: download failed ({detail}); {todo}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+# One try with a short timeout tells "offline" at once, before a library's retries and back-off.
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _unreachable(url: str) -> Optional[str]:
+    """None when a TCP connection to ``url``'s host opens within CONNECT_TIMEOUT_S (through the proxy
+    when $HTTPS_PROXY / $HTTP_PROXY is set), else what went wrong, in words."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(parsed.hostname):
+        parsed = urllib.parse.urlparse(proxy if "://" in proxy else "http://" + proxy)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        if isinstance(e, socket.timeout):
+            reason = f"no answer in {CONNECT_TIMEOUT_S:g} s"
+        return f"{host}:{port} cannot be reached ({reason})"
+    return None
 
 
 def library_file(name: str) -> str:

@@ -75,6 +75,30 @@ def test_empty_cache_and_no_network_is_one_line_and_exit_1(offline, capsys):
     assert str(offline / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in err
 
 
+def test_unreachable_hub_is_one_whole_line_after_one_short_try(offline, monkeypatch, capsys):
+    """Downloads allowed but no network (an endpoint nothing listens on): one connection try, no
+    library retries, one whole line naming the file to fetch, in seconds."""
+    import time
+
+    import huggingface_hub
+
+    from engine.launch import run_tool
+
+    monkeypatch.delenv("RESKIT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # read at its import
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        run_tool(lambda: resolve_weights("timm:resnet18.a1_in1k"))
+    assert time.monotonic() - start < 10
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Retry" not in err
+    assert "127.0.0.1:9 cannot be reached" in err
+    assert err.endswith("(hf download timm/resnet18.a1_in1k model.safetensors)")  # whole, not cut
+
+
 def test_unknown_names_are_config_errors_naming_the_closest():
     with pytest.raises(ConfigError, match="IMAGENET1K_V1, IMAGENET1K_V2"):
         load_config(DetConfig, FPN_CONFIG, ["model.backbone.weights=torchvision:ResNet50_Weights.IMAGENET1K_V3"])
