@@ -76,6 +76,11 @@ def _from_reskit(obj, fmt: str) -> Converted:
     weights = checkpoint_state(obj, prefer_ema=True)
     state, input_norm = to_backbone_state_dict({"model": weights, "meta": meta}, "reskit")
     backbone = meta.get("backbone") if isinstance(meta.get("backbone"), Mapping) else {}
+    if isinstance(meta.get("backbone"), str):  # detection / segmentation meta name it; the run's config
+        run = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}  # has its options (width...)
+        model = run.get("model") if isinstance(run.get("model"), Mapping) else {}
+        options = model.get("backbone") if isinstance(model.get("backbone"), Mapping) else {}
+        backbone = {"name": meta["backbone"], "options": options}
     kind = checkpoint_kind(obj) or "checkpoint"
     return Converted(state, input_norm, f"reskit {kind}" + (" (model_ema)" if ema else ""),
                      backbone.get("name"), _arch_options(backbone.get("options") or {}), _dropped(weights, state))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_state, read_checkpoint
+from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
 from engine.dist import get_world_size, is_main_process
@@ -89,6 +89,7 @@ class ClassificationTask:
 
     def __init__(self, cfg, training: bool = True):
         self.cfg = cfg
+        self.training = training
         data = cfg.data
         self.train_set = None
         if data.train and (training or not data.val):
@@ -127,13 +128,15 @@ class ClassificationTask:
     def build_model(self) -> nn.Module:
         mcfg = self.cfg.model
         bcfg = mcfg.backbone
+        if not self.training:  # evaluation: the network the checkpoint records (docs/configs.md)
+            bcfg = self._recorded_network(bcfg)
         try:
             # the weights load below, where a head of another shape may start new (fine-tuning)
             model = build_classifier(dataclasses.replace(bcfg, weights=None), mcfg.num_classes)
         except ValueError as e:
             raise ConfigError(f"model.backbone: {e}") from None
         self.head_name = classifier_head_name(model)
-        if bcfg.weights:
+        if bcfg.weights and self.training:  # evaluation reads every weight from the checkpoint
             self._load_pretrained(model, bcfg.weights, bcfg.weights_format)
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
         if mcfg.drop_rate > 0:
@@ -177,16 +180,41 @@ class ClassificationTask:
         m = self.cfg.model
         return {"": m.backbone.lr_mult, self.head_name: m.head_lr_mult}
 
+    def _eval_weights(self) -> str:
+        return self.cfg.model.weights or os.path.join(self.cfg.output_dir, "model_final.pth")
+
+    def _recorded_network(self, bcfg):
+        """``bcfg`` with the network a classification checkpoint to evaluate records (name, width,
+        shortcut, ...), each difference from the config logged: the checkpoint rebuilds its network."""
+        path = self._eval_weights()
+        if not os.path.isfile(path) or path.endswith((".pkl", ".safetensors")):
+            return bcfg  # load_weights says what is missing
+        ckpt = read_checkpoint(path)
+        recorded = checkpoint_meta(ckpt).get("backbone")
+        if checkpoint_kind(ckpt) != KIND_CLASSIFICATION or not isinstance(recorded, dict) or not recorded.get("name"):
+            return bcfg
+        self._eval_checkpoint = (path, ckpt)  # read once
+        fields = {f.name for f in dataclasses.fields(bcfg)} - {"weights", "weights_format", "lr_mult"}
+        options = {k: v for k, v in (recorded.get("options") or {}).items() if k in fields}
+        rebuilt = dataclasses.replace(bcfg, name=recorded["name"], **options)
+        changed = [f"{k}={getattr(rebuilt, k)!r} (config: {getattr(bcfg, k)!r})" for k in ["name", *options]
+                   if getattr(rebuilt, k) != getattr(bcfg, k)]
+        if changed and is_main_process():
+            logger.info(f"{path}: the network it records is built: model.backbone " + ", ".join(changed))
+        return rebuilt
+
     def load_weights(self, model: nn.Module, path: Optional[str]) -> None:
         """``--eval-only``: a classifier checkpoint of this task (EMA weights when ``solver.ema``)
         or any weights file whose tensors all fit (torchvision, timm, ...)."""
-        path = path or self.cfg.model.weights or os.path.join(self.cfg.output_dir, "model_final.pth")
+        path = path or self._eval_weights()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"weights file not found: {path}: set model.weights to a model_final.pth / "
                                     "model_best.pth of a classification run")
         source = path
         if not path.endswith((".pkl", ".safetensors")):
-            ckpt = read_checkpoint(path)
+            read_before = getattr(self, "_eval_checkpoint", None)
+            ckpt = read_before[1] if read_before and read_before[0] == path else read_checkpoint(path)
+            self._eval_checkpoint = None
             if isinstance(ckpt.get("model"), dict):  # ours: the EMA weights when the run evaluated those
                 ckpt = {"model": checkpoint_state(ckpt, self.cfg.solver.ema, path), "meta": checkpoint_meta(ckpt)}
             source = WeightsFile(ckpt, path, None, path)  # read once, loaded from memory

@@ -130,6 +130,9 @@ def build_detector(cfg: DetModelConfig, input_cfg: Optional[InputConfig] = None)
     :func:`detection.weights.load_detector_weights`, after any layout changes.
     """
     input_cfg = input_cfg or InputConfig()
+    if not isinstance(cfg.num_classes, int):  # "auto" is resolved from the data by DetectionTask
+        raise ValueError(f"model.num_classes is {cfg.num_classes!r}: give the number of classes to build a "
+                         "detector outside a DetectionTask (which counts them in the training data)")
     backbone, rpn, roi_heads = (_build_fpn if cfg.arch == "FPN" else _build_c4)(cfg)
     input_norm = getattr(backbone, "input_norm", TORCHVISION_INPUT_NORM)
     transform = RCNNTransform(input_cfg.min_size_test, input_cfg.max_size_test, input_norm)

@@ -1,6 +1,7 @@
 """Faster / Mask R-CNN training and COCO evaluation as an engine Task (see engine/task.py)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Dict, List, Optional
@@ -8,6 +9,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from backbones.config import replaces_backbone
 from engine.checkpoint import KIND_DETECTION, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
@@ -177,7 +179,11 @@ class DetectionTask:
     # ---- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         self._resolve_num_classes()
-        model = build_detector(self.cfg.model, self.cfg.input)
+        mcfg = self.cfg.model
+        if not self.training or replaces_backbone(mcfg.weights, mcfg.weights_partial):
+            # whole-detector weights fill the backbone: its starting weights are not read (nor required)
+            mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
+        model = build_detector(mcfg, self.cfg.input)
         if self.cfg.model.weights:
             # training: the class-dependent predictor may start new (fine-tuning); evaluation: all must fit
             report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint,

@@ -166,3 +166,24 @@ def test_a_corrupt_image_stops_the_tool_with_its_name_or_is_skipped(tmp_path):
     assert results["skipped"] == 1 and results["num_images"] == 5
     records = [json.loads(line) for line in (tmp_path / "skipping" / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("skipped", 0) for r in records) >= 1
+
+
+def test_eval_only_rebuilds_the_recorded_network_without_the_starting_weights(tmp_path, caplog):
+    """A run that started from backbone weights at width 16: --eval-only with only model.weights works
+    at once though the starting weights are gone and the config says another width; without
+    model.weights it evaluates output_dir/model_final.pth (docs/configs.md, docs/tools.md)."""
+    start = tmp_path / "r18_w16.pth"
+    torch.save(build_classifier("resnet18", width=16).state_dict(), start)
+    config = _write(tmp_path, model={"backbone": {"name": "resnet18", "width": 16, "weights": str(start)},
+                                     "num_classes": 4})
+    _run_tool(["--config", config])
+    os.remove(start)
+    final = str(tmp_path / "tiny" / "model_final.pth")
+    plain = _write(tmp_path, name="plain", model={"backbone": {"name": "resnet18", "weights": str(start)},
+                                                  "num_classes": 4})
+    caplog.set_level("INFO")
+    results = _run_tool(["--config", plain, "--eval-only", f"model.weights={final}"])
+    assert results["num_images"] == 12
+    assert "model.backbone width=16 (config: None)" in caplog.text
+    default = _run_tool(["--config", config, "--eval-only"])  # output_dir/model_final.pth
+    assert default["top1"] == results["top1"]
