@@ -223,13 +223,22 @@ def load_config(schema: Type[T], path: Optional[str] = None, overrides: Sequence
     """Load ``path`` (with its ``_base_`` chain), apply ``overrides`` and validate against ``schema``."""
     tree = OmegaConf.create({}) if path is None else _load_tree(path)
     plain = OmegaConf.to_container(tree, resolve=True) if len(tree) else {}
+    typed = []
     for text in overrides:
         key, value = _parse_override(text)
         try:
             _set_path(plain, key, value)
         except (ValueError, IndexError, TypeError):
             raise ConfigError(f"override '{text}': '{key}' does not address a key of the config") from None
-    return from_dict(schema, plain)
+        typed.append(key)
+    cfg = from_dict(schema, plain)
+    object.__setattr__(cfg, "_overridden", frozenset(typed))  # not a field: never written to config.yaml
+    return cfg
+
+
+def overridden_keys(cfg) -> frozenset:
+    """The keys ``load_config`` set from overrides (the command line): ``{"solver.max_iter", ...}``."""
+    return getattr(cfg, "_overridden", frozenset())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,20 +40,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, DistConfig, save_config, to_dict
+from .config import ConfigError, DistConfig, overridden_keys, save_config, to_dict
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor, restart_count)
 from .ema import ModelEMA
 from .grad_reduce import install_grad_reduce
 from .hardware import autocast, plan_run
-from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
+from .interrupt import GracefulInterrupt, TrainingInterrupted, eval_only_command, resume_command
 from .jsonio import write_json
 from .logger import MetricsLogger, setup_logging
 from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
-from .schedule import build_lr_scheduler, scale_for_batch
+from .schedule import SCALED_KEYS, build_lr_scheduler, scale_for_batch
 from .task import Task
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
@@ -78,7 +78,7 @@ def lookup_metric(results: dict, dotted: str) -> Optional[float]:
     return float(node) if isinstance(node, (int, float)) else None
 
 
-def describe_schedule(given, runs, num_train: int) -> str:
+def describe_schedule(given, runs, num_train: int, typed=frozenset()) -> str:
     """One line on how many iterations run and where the number came from: ``given`` is the config's
     solver, ``runs`` the one after the batch rescaling and ``solver.max_epochs``. A ``max_iter`` that
     ``max_epochs`` replaced is named, so a user who set it sees why it did not apply."""
@@ -92,6 +92,9 @@ def describe_schedule(given, runs, num_train: int) -> str:
         scaled = "steps" if given.max_epochs > 0 else "iterations, steps"  # epochs already fit the batch
         text += (f"; the schedule was written for batches of {given.reference_batch} "
                  f"(solver.reference_batch): LR x{k:g}, {scaled}, warm-up and periods x{1 / k:g}")
+        kept = [key for key in SCALED_KEYS if key in typed]
+        if kept:
+            text += f", except {', '.join(kept)} given on the command line, taken as typed"
     return text
 
 
@@ -109,7 +112,8 @@ class Trainer:
     """
 
     def __init__(self, cfg, task: Task):
-        solver, test = scale_for_batch(cfg.solver, cfg.test)
+        typed = overridden_keys(cfg)  # command-line values are for the batch that runs: not rescaled
+        solver, test = scale_for_batch(cfg.solver, cfg.test, typed)
         # The training set is read only to turn max_epochs into iterations, and not for a task built
         # to evaluate (Task.training False: --eval-only, eval_coco.py), which must not need it.
         num_train = 0
@@ -117,7 +121,7 @@ class Trainer:
             num_train = task.num_train_samples
             iters = math.ceil(solver.max_epochs * num_train / solver.ims_per_batch)
             solver = dataclasses.replace(solver, max_iter=max(1, iters))
-        self._schedule = describe_schedule(cfg.solver, solver, num_train)  # printed when training starts
+        self._schedule = describe_schedule(cfg.solver, solver, num_train, typed)  # printed when training starts
         self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
         self.task = task
         self.max_iter = solver.max_iter
@@ -220,6 +224,7 @@ class Trainer:
                               "reproducible)")
             seed_everything(derive_seed(cfg.seed, get_rank(), self.iteration))
         self.train_model.train()
+        final = os.path.join(cfg.output_dir, "model_final.pth")
         try:
             while self.iteration < self.max_iter:
                 if interrupt.requested():
@@ -231,12 +236,26 @@ class Trainer:
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
             del batches, loader  # stops the (persistent) loader workers before the final evaluation
+            # Training has finished: its result is written before the final evaluation, which a
+            # Ctrl-C then stops at once (nothing is left half done), saying what is saved.
+            if is_main_process():
+                save_checkpoint(final, self._weights_state())
+            interrupt.stop_at_once(f"interrupted during the final evaluation: training had finished and "
+                                   f"{final} is saved; results.json was not written; evaluate with: "
+                                   f"{eval_only_command()}")
+            if interrupt.requested():  # Ctrl-C during the last step: training is done, no evaluation
+                raise TrainingInterrupted(interrupt._at_once)
             results = self._evaluate_and_track(metrics)
+        except KeyboardInterrupt:  # Ctrl-C twice: stopped inside a step
+            saved = self.checkpointer.latest() if is_main_process() else None
+            raise TrainingInterrupted(
+                f"interrupted at once at iteration {self.iteration} (Ctrl-C twice; the step in progress is lost): "
+                + (f"newest checkpoint {saved}; continue with: {resume_command()}" if saved else
+                   "no checkpoint saved yet")) from None
         finally:
             interrupt.__exit__(None, None, None)
             metrics.close()
         if is_main_process():
-            save_checkpoint(os.path.join(cfg.output_dir, "model_final.pth"), self._weights_state())
             write_json(os.path.join(cfg.output_dir, "results.json"), results)
         return results
 
