@@ -108,6 +108,7 @@ class ClassificationTask:
                               f"classes ({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''}); "
                               f"set model.num_classes={len(self.classes)}")
         self.num_train_samples = len(self.train_set) if self.train_set is not None else 0
+        self.has_validation = self.val_set is not None  # none: the trainer trains without evaluating
         if is_main_process():
             for name, ds in (("training set", self.train_set), ("validation set", self.val_set)):
                 if ds is not None:

@@ -136,6 +136,10 @@ class DetectionTask:
             self.cfg.model.num_classes = self.val_dataset().num_categories
 
     @property
+    def has_validation(self) -> bool:  # none: the trainer trains without evaluating, and says so
+        return bool(self.cfg.data.val)
+
+    @property
     def num_train_samples(self) -> int:
         return len(self.train_dataset())
 

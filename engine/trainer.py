@@ -124,6 +124,8 @@ class Trainer:
         self._schedule = describe_schedule(cfg.solver, solver, num_train, typed)  # printed when training starts
         self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
         self.task = task
+        # detectron2 trains without evaluation when there is no test set; so do we, saying so
+        self._has_validation = bool(getattr(task, "has_validation", True))
         self.max_iter = solver.max_iter
         set_deterministic(cfg.deterministic)
         dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
@@ -184,6 +186,9 @@ class Trainer:
         if s.lr_schedule == "plateau" and t.eval_period <= 0:
             raise ConfigError("solver.lr_schedule: plateau watches the validation metric; "
                               "set test.eval_period > 0")
+        if s.lr_schedule == "plateau" and not self._has_validation:
+            raise ConfigError("solver.lr_schedule: plateau watches the validation metric, and data.val is "
+                              "empty; give data.val or another schedule")
         # the sampler checks that the batch splits over ranks and accumulation steps
         TrainBatchSampler(1, s.ims_per_batch, 0, get_world_size(), accumulate=s.accumulate)
 
@@ -198,6 +203,10 @@ class Trainer:
         rng_states = self._start(resume)
         if is_main_process():
             logger.info(f"schedule: {self._schedule}")
+            if not self._has_validation:
+                logger.info("no validation data (data.val is empty): training without evaluation; "
+                            "no results.json, no model_best.pth (evaluate model_final.pth with --eval-only "
+                            "and data.val)")
             self._save_run_config()
             chosen = self.hardware.as_dict()
             if self.grad_reduce:
@@ -230,8 +239,8 @@ class Trainer:
                 if interrupt.requested():
                     self._stop_on_interrupt()
                 self._step(batches, sampler, metrics)
-                if cfg.test.eval_period > 0 and self.iteration % cfg.test.eval_period == 0 \
-                        and self.iteration < self.max_iter:
+                if self._has_validation and cfg.test.eval_period > 0 \
+                        and self.iteration % cfg.test.eval_period == 0 and self.iteration < self.max_iter:
                     self._evaluate_and_track(metrics)
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
@@ -245,7 +254,7 @@ class Trainer:
                                    f"{eval_only_command()}")
             if interrupt.requested():  # Ctrl-C during the last step: training is done, no evaluation
                 raise TrainingInterrupted(interrupt._at_once)
-            results = self._evaluate_and_track(metrics)
+            results = self._evaluate_and_track(metrics) if self._has_validation else {}
         except KeyboardInterrupt:  # Ctrl-C twice: stopped inside a step
             saved = self.checkpointer.latest() if is_main_process() else None
             raise TrainingInterrupted(
@@ -255,7 +264,7 @@ class Trainer:
         finally:
             interrupt.__exit__(None, None, None)
             metrics.close()
-        if is_main_process():
+        if is_main_process() and self._has_validation:
             write_json(os.path.join(cfg.output_dir, "results.json"), results)
         return results
 

@@ -161,6 +161,10 @@ class SemanticSegmentationTask:
         return {names[k]: counts[k] for k in sorted(counts)} or None
 
     @property
+    def has_validation(self) -> bool:  # none: the trainer trains without evaluating, and says so
+        return bool(self.cfg.data.val)
+
+    @property
     def num_train_samples(self) -> int:
         return len(self.train_dataset())
 

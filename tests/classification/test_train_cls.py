@@ -187,3 +187,16 @@ def test_eval_only_rebuilds_the_recorded_network_without_the_starting_weights(tm
     assert "model.backbone width=16 (config: None)" in caplog.text
     default = _run_tool(["--config", config, "--eval-only"])  # output_dir/model_final.pth
     assert default["top1"] == results["top1"]
+
+
+def test_no_validation_data_trains_to_the_end_without_evaluating(tmp_path, caplog):
+    """data.val: [] (training on train+val): the run says once that it will not evaluate, trains to
+    the end and writes model_final.pth, no results.json (detectron2 trains without a test set too)."""
+    config = _write(tmp_path, data={**TINY["data"], "val": []})
+    caplog.set_level("INFO")
+    results = _run_tool(["--config", config])
+    out = tmp_path / "tiny"
+    assert results == {} and (out / "model_final.pth").is_file() and not (out / "results.json").exists()
+    said = [r.getMessage() for r in caplog.records if "no validation data" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("no validation data (data.val is empty): training without evaluation")
+    assert "no validation data (data.val is empty)" in (out / "log.txt").read_text()
