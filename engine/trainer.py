@@ -49,6 +49,7 @@ from .grad_reduce import install_grad_reduce
 from .hardware import autocast, plan_run
 from .interrupt import GracefulInterrupt, TrainingInterrupted, eval_only_command, resume_command
 from .jsonio import write_json
+from .image_io import name_decoder_messages
 from .logger import MetricsLogger, setup_logging
 from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
@@ -217,6 +218,7 @@ class Trainer:
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
                                     group_ids=self.task.group_ids(), start_batch=self.iteration,
                                     accumulate=solver.accumulate)
+        name_decoder_messages(True)  # libjpeg's "Corrupt JPEG data" names its file, in log.txt (engine.image_io)
         interrupt = self._interrupt = GracefulInterrupt().__enter__()  # before the loader forks workers
         loader = build_train_loader(dataset, sampler, self.task.collate, self.hardware.num_workers, seed=cfg.seed)
         metrics = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
@@ -263,6 +265,7 @@ class Trainer:
                    "no checkpoint saved yet")) from None
         finally:
             interrupt.__exit__(None, None, None)
+            name_decoder_messages(False)
             metrics.close()
         if is_main_process() and self._has_validation:
             write_json(os.path.join(cfg.output_dir, "results.json"), results)

@@ -200,3 +200,30 @@ def test_no_validation_data_trains_to_the_end_without_evaluating(tmp_path, caplo
     said = [r.getMessage() for r in caplog.records if "no validation data" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("no validation data (data.val is empty): training without evaluation")
     assert "no validation data (data.val is empty)" in (out / "log.txt").read_text()
+
+
+def test_corrupt_jpeg_data_warnings_name_the_file_in_the_log(tmp_path):
+    """A JPEG that libjpeg decodes with "Corrupt JPEG data" (printed on the C stderr, no file named):
+    the run logs one warning naming the file, in log.txt too, from the loader worker that read it."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "detection"))
+    from coco_fixtures import corrupt_jpeg
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for cls in ("a", "b"):
+        for i in range(3):
+            write_png(str(root / cls / f"{i}.png"), random_rgb(rng, 32, 32))
+    bad = root / "a" / "cut.jpg"
+    corrupt_jpeg(str(bad), 32)
+    data = {"train": [{"root": str(root)}], "val": [], "num_workers": 1, "recipe": "cifar",
+            "crop_size": 32, "resize_size": 32}
+    config = _write(tmp_path, "jpeg", data=data, model={"backbone": {"name": "cifar_resnet20"}, "num_classes": 2},
+                    solver={"ims_per_batch": 7, "max_iter": 2, "checkpoint_period": 2})
+    proc = subprocess.run([PYTHON, os.path.join(ROOT, "tools", "train_cls.py"), "--config", config],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "jpeg" / "log.txt").read_text()
+    named = [line for line in log.splitlines() if "Corrupt JPEG data" in line]
+    assert len(named) == 1 and f"{bad}: the decoder says: Corrupt JPEG data" in named[0], log[-2000:]
+    unnamed = [line for line in proc.stderr.splitlines() if "Corrupt JPEG data" in line and str(bad) not in line]
+    assert not unnamed, proc.stderr[-2000:]
