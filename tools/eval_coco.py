@@ -67,15 +67,13 @@ def evaluate_model(args) -> dict:
 
         runtime = OnnxPredictor(args.weights)
         task = DetectionTask(cfg, training=False, checkpoint={"model": {}, "meta": runtime.label_space()})
-        metrics = task.evaluate(runtime.as_model())
+        metrics = task.evaluate(runtime.as_model())  # the task logs the table
         write_json(args.output or os.path.join(cfg.output_dir, "results_eval.json"), metrics)
-        print(format_table(metrics), end="")
         return metrics
     # Read once, before any work: a file that is no detection checkpoint stops here, in one line.
     task = DetectionTask(cfg, training=False, checkpoint=read_checkpoint(args.weights, REMEDY))
-    metrics = Trainer(cfg, task).evaluate_only(args.weights)
+    metrics = Trainer(cfg, task).evaluate_only(args.weights)  # the task logs the table
     if is_main_process():
-        print(format_table(metrics), end="")
         if args.output:
             write_metrics_json(metrics, args.output)
         print(f"metrics written to {args.output or os.path.join(cfg.output_dir, 'results_eval.json')}")
