@@ -236,9 +236,18 @@ class DetectionTask:
                                         num_workers=self.cfg.data.num_workers)
         device = next(model.parameters()).device
         for images, targets in loader:
-            outputs = model([img.to(device) for img in images])
-            evaluator.update({t["image_id"]: {k: v.cpu() for k, v in o.items()}
-                              for t, o in zip(targets, outputs)})
+            # One forward pass per image size: images of other sizes in one batch are padded to the
+            # largest, and the padding changes the detections near the border and which proposals
+            # survive (anchors in the padding take pre-NMS slots), so a batched result would depend
+            # on its neighbours; per size, every image gets exactly what it gets alone (the Predictor,
+            # ONNX Runtime, docs/deploy.md).
+            by_size: Dict[tuple, List[int]] = {}
+            for i, img in enumerate(images):
+                by_size.setdefault(tuple(img.shape), []).append(i)
+            for group in by_size.values():
+                outputs = model([images[i].to(device) for i in group])
+                evaluator.update({targets[i]["image_id"]: {k: v.cpu() for k, v in o.items()}
+                                  for i, o in zip(group, outputs)})
         results = evaluator.evaluate()
         if is_main_process():
             # The records themselves, as detectron2 keeps them: eval_coco.py --results reads them back.
