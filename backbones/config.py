@@ -14,9 +14,9 @@ from typing import List, Optional
 
 from engine.config import ConfigError, choice
 
-from .hub import check_weights_name, is_weights_name
+from .locate import check_weights_name, is_weights_name
 
-__all__ = ["BackboneConfig", "TIMM_PREFIX", "timm_model_name"]
+__all__ = ["BackboneConfig", "TIMM_PREFIX", "timm_model_name", "replaces_backbone"]
 
 # Any timm model joins as ``timm:<model>`` (timm's own name, pretrained tags allowed: resnet50.a1_in1k).
 TIMM_PREFIX = "timm:"
@@ -25,6 +25,13 @@ TIMM_PREFIX = "timm:"
 def timm_model_name(name: str) -> Optional[str]:
     """timm's model name in ``timm:<model>``; None for our own networks (``resnet50``, ``plain34``...)."""
     return name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else None
+
+
+def replaces_backbone(model_weights: Optional[str], partial=()) -> bool:
+    """Whether whole-model weights (a task's ``model.weights``) fill the backbone, so that its starting
+    weights (``model.backbone.weights``) are neither read nor required: true when they are given and
+    ``partial`` (``model.weights_partial``) does not let backbone tensors be missing from them."""
+    return bool(model_weights) and not any(p == "*" or p.startswith("backbone") for p in partial)
 
 
 @dataclass
@@ -66,7 +73,13 @@ class BackboneConfig:
                 check_weights_name(self.weights)
             except ValueError as e:
                 raise ConfigError(f"{prefix}weights: {e}") from None
-        elif self.weights and not os.path.isfile(self.weights):
+        # Whether the file must exist is the model section's call (check_weights_file): whole-model
+        # weights (model.weights, a checkpoint to evaluate) replace the backbone's starting weights.
+
+    def check_weights_file(self, prefix: str = "") -> None:
+        """One line when ``weights`` names a file that is not there. Called by a task's model section
+        when the starting weights will be loaded, i.e. when no whole-model weights replace them."""
+        if self.weights and not is_weights_name(self.weights) and not os.path.isfile(self.weights):
             raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
 
     def network_options(self) -> dict:

@@ -1,218 +1,32 @@
-"""Pretrained weights by name, through the libraries' own caches and downloads (docs/weights.md).
+"""Pretrained weights by name, converted once into reskit backbone checkpoints (docs/weights.md).
 
-    torchvision:ResNet50_Weights.IMAGENET1K_V2       any torchvision weight enum (classification,
-    torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1   detection, segmentation; ``.DEFAULT`` too)
+    torchvision:ResNet50_Weights.IMAGENET1K_V2       any torchvision weight enum
     timm:resnet50.a1_in1k                             timm's pretrained_cfg: Hugging Face hub, else its URL
     detectron2://ImageNetPretrained/MSRA/R-50.pkl     detectron2's URL prefix on dl.fbaipublicfiles.com
 
 A name is accepted wherever a backbone weights file is (``model.backbone.weights``, ``tools/transfer.py``).
-:func:`resolve_weights` finds the library's file (downloading it into the library's cache when
-downloads are allowed), converts it once with :func:`backbones.transfer.transfer_weights` into a
-reskit backbone checkpoint and caches that under :func:`cache_dir` ``/converted/``; the next run
-reads the converted file directly.
+:func:`resolve_weights` finds the library's file (:mod:`backbones.locate`: the libraries' own caches,
+a download when allowed), converts it once with :func:`backbones.transfer.transfer_weights` into a
+reskit backbone checkpoint and caches that under ``cache_dir()/converted/``; the next run reads the
+converted file directly.
 
-Where the files live, as each library keeps them:
-  * torchvision: ``torch.hub.get_dir()/checkpoints/<file name of the enum's URL>`` ($TORCH_HOME/hub);
-    the name carries the hash prefix (``resnet50-11ad3fa6.pth``); a download checks it, as torch.hub does;
-  * timm: the Hugging Face hub cache ($HF_HUB_CACHE, $HF_HOME/hub; ``model.safetensors``, else
-    ``pytorch_model.bin``) for configs with an ``hf_hub_id``, else torch.hub's cache for its URL;
-  * detectron2: detectron2's own iopath cache when it is there ($FVCORE_CACHE, ``~/.torch/iopath_cache``),
-    else ``cache_dir()/detectron2/<path>``.
-
-No network: ``RESKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids downloads; a file that is not in
-the cache then stops with one line naming the URL to fetch and the path to put it at (DataError,
-exit 1). A failed download says the same.
+Weights by name sit above reading and converting files, with one way down (docs/ARCHITECTURE.md):
+``build -> hub -> transfer -> networks, weights``; ``hub -> locate``. Nothing below imports this module.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
-from typing import List, NamedTuple, Optional
 
+from engine.checkpoint import save_checkpoint
 from engine.data import DataError
 
-__all__ = ["WEIGHTS_PREFIXES", "is_weights_name", "check_weights_name", "resolve_weights", "cache_dir",
-           "downloads_allowed", "locate", "Located", "library_file"]
+from .locate import cache_dir, fetch, is_weights_name, locate
+from .transfer import infer_resnet_name, transfer_weights
+from .weights import read_weights, to_backbone_state_dict
 
-TORCHVISION_PREFIX = "torchvision:"
-TIMM_PREFIX = "timm:"
-DETECTRON2_PREFIX = "detectron2://"
-DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2/"  # what detectron2's path handler maps it to
-WEIGHTS_PREFIXES = (TORCHVISION_PREFIX, TIMM_PREFIX, DETECTRON2_PREFIX)
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order: the safetensors alternative first
-
-
-def is_weights_name(value) -> bool:
-    return isinstance(value, str) and value.startswith(WEIGHTS_PREFIXES)
-
-
-def downloads_allowed() -> bool:
-    off = {"1", "true", "yes", "on"}
-    return not (os.environ.get("RESKIT_OFFLINE", "").lower() in off or
-                os.environ.get("HF_HUB_OFFLINE", "").lower() in off)
-
-
-def cache_dir() -> str:
-    """reskit's own cache: $RESKIT_CACHE, else $TORCH_HOME/reskit (``~/.cache/torch/reskit``)."""
-    if os.environ.get("RESKIT_CACHE"):
-        return os.environ["RESKIT_CACHE"]
-    import torch.hub
-
-    return os.path.join(os.path.dirname(torch.hub.get_dir()), "reskit")
-
-
-class Located(NamedTuple):
-    """Where a named file is or would be: the local path, the URL to fetch, how to fetch it."""
-
-    name: str
-    path: Optional[str]  # the cached file, None when it is not there
-    url: str
-    target: str  # where a download goes (the path to put a file fetched by hand)
-    fetch: object  # () -> path, downloads into target
-    arch: Optional[str] = None  # the architecture the name states (timm), for the conversion
-    input_norm: Optional[dict] = None  # the normalisation the name states (timm's pretrained_cfg)
-
-
-# --------------------------------------------------------------------------------------------------
-# Names -> files
-# --------------------------------------------------------------------------------------------------
-
-
-def _torchvision_enum(spec: str):
-    from torchvision.models import get_model_weights, get_weight, list_models
-
-    enum_name, _, member = spec.partition(".")
-    enums = {get_model_weights(m).__name__: get_model_weights(m) for m in list_models()}
-    if enum_name not in enums:
-        import difflib
-
-        close = difflib.get_close_matches(enum_name, list(enums), n=4, cutoff=0.6)
-        raise ValueError(f"torchvision:{spec}: torchvision has no weights '{enum_name}'"
-                         + (f"; closest: {', '.join(close)}" if close else "; e.g. ResNet50_Weights.IMAGENET1K_V2"))
-    members = [w.name for w in enums[enum_name]] + ["DEFAULT"]
-    if (member or "DEFAULT") not in members:
-        raise ValueError(f"torchvision:{spec}: {enum_name} has no '{member}'; choose one of {', '.join(members)}")
-    return get_weight(f"{enum_name}.{member or 'DEFAULT'}")
-
-
-def _hub_download(url: str, target: str) -> str:
-    import torch.hub
-
-    match = torch.hub.HASH_REGEX.search(os.path.basename(target))  # "-<hash>." as torch.hub checks it
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    torch.hub.download_url_to_file(url, target, match.group(1) if match else None, progress=False)
-    return target
-
-
-def _url_in_torch_hub(name: str, url: str, **extra) -> Located:
-    import torch.hub
-
-    target = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url.split("?")[0]))
-    return Located(name, target if os.path.isfile(target) else None, url, target,
-                   lambda: _hub_download(url, target), **extra)
-
-
-def _locate_torchvision(name: str) -> Located:
-    weights = _torchvision_enum(name[len(TORCHVISION_PREFIX):])
-    return _url_in_torch_hub(name, weights.url)
-
-
-def _hf_cache() -> Optional[str]:
-    # read at call time (huggingface_hub reads its environment once, at import)
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
-
-
-def _locate_timm(name: str) -> Located:
-    from timm.models import get_pretrained_cfg
-
-    model = name[len(TIMM_PREFIX):]
-    try:
-        cfg = get_pretrained_cfg(model) if "." in model else None
-    except RuntimeError:  # timm: "Invalid pretrained tag (...) for <arch>"
-        cfg = None
-    if cfg is None:
-        raise ValueError(f"{name}: timm has no pretrained weights under that name; give <model>.<tag> "
-                         "as timm.list_pretrained() lists them, e.g. timm:resnet50.a1_in1k")
-    norm = {"color": "RGB", "scale": 1.0, "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std]}
-    arch = TIMM_PREFIX + (cfg.architecture or model.split(".")[0])
-    if not cfg.hf_hub_id:  # an older config: timm downloads its URL through torch.hub's cache
-        return _url_in_torch_hub(name, cfg.url, arch=arch, input_norm=norm)
-    import huggingface_hub
-
-    repo, _, revision = cfg.hf_hub_id.partition("@")
-    files = (cfg.hf_hub_filename,) if getattr(cfg, "hf_hub_filename", None) else _HF_FILES
-    hf_cache = _hf_cache()
-    for file in files:
-        found = huggingface_hub.try_to_load_from_cache(repo, file, cache_dir=hf_cache, revision=revision or None)
-        if isinstance(found, str):
-            return Located(name, found, "", found, None, arch, norm)
-
-    def fetch() -> str:
-        for i, file in enumerate(files):
-            try:
-                return huggingface_hub.hf_hub_download(repo, file, revision=revision or None, cache_dir=hf_cache)
-            except huggingface_hub.errors.EntryNotFoundError:
-                if i == len(files) - 1:
-                    raise
-
-    url = f"https://huggingface.co/{repo}/resolve/{revision or 'main'}/{files[0]}"
-    where = f"the Hugging Face cache {hf_cache or huggingface_hub.constants.HF_HUB_CACHE} " \
-            f"(hf download {repo} {files[0]})"
-    return Located(name, None, url, where, fetch, arch, norm)
-
-
-def _locate_detectron2(name: str) -> Located:
-    rel = name[len(DETECTRON2_PREFIX):].lstrip("/")
-    if not rel or ".." in rel.split("/"):
-        raise ValueError(f"{name}: expected detectron2://<path under {DETECTRON2_URL}>, "
-                         "e.g. detectron2://ImageNetPretrained/MSRA/R-50.pkl")
-    url = DETECTRON2_URL + rel
-    # detectron2's own download cache (iopath), used read-only when detectron2 was there before us
-    iopath = os.environ.get("FVCORE_CACHE") or os.path.expanduser("~/.torch/iopath_cache")
-    theirs = os.path.join(iopath, "detectron2", rel)
-    target = os.path.join(cache_dir(), "detectron2", rel)
-    path = target if os.path.isfile(target) else theirs if os.path.isfile(theirs) else None
-    return Located(name, path, url, target, lambda: _hub_download(url, target))
-
-
-def locate(name: str) -> Located:
-    """Where the library keeps the file ``name`` denotes; raises ValueError for an unknown name."""
-    if name.startswith(TORCHVISION_PREFIX):
-        return _locate_torchvision(name)
-    if name.startswith(TIMM_PREFIX):
-        return _locate_timm(name)
-    if name.startswith(DETECTRON2_PREFIX):
-        return _locate_detectron2(name)
-    raise ValueError(f"{name}: not a weights name ({', '.join(p + '...' for p in WEIGHTS_PREFIXES)})")
-
-
-def check_weights_name(name: str) -> None:
-    """Raise ValueError (one line, the closest valid names) for a name no library knows; no file is read."""
-    locate(name)
-
-
-def fetch(located: Located) -> str:
-    """The local file of ``located``: cached, or downloaded when downloads are allowed; else one line."""
-    if located.path:
-        return located.path
-    todo = f"fetch {located.url} and put it at {located.target}"
-    if not downloads_allowed():
-        raise DataError(f"{located.name}: not in the cache and downloads are off (RESKIT_OFFLINE / "
-                        f"HF_HUB_OFFLINE); {todo}")
-    try:
-        return located.fetch()
-    except Exception as e:  # noqa: BLE001 - no network, proxy, HTTP error, hash mismatch: all one line
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise DataError(f"{located.name}: download failed ({detail}); {todo}") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Converted once, cached
-# --------------------------------------------------------------------------------------------------
+__all__ = ["resolve_weights", "resolve_source"]
 
 
 def _converted_path(name: str) -> str:
@@ -224,13 +38,6 @@ def resolve_weights(name: str, log=None) -> str:
     """The reskit backbone checkpoint for ``name``: converted from the library's file the first time
     (:func:`backbones.transfer.transfer_weights`, every backbone tensor checked), then read from the
     cache. ``log(message)`` is told what was done (default: the ``backbones.hub`` logger)."""
-    import logging
-
-    from engine.checkpoint import save_checkpoint
-
-    from .transfer import infer_resnet_name, transfer_weights
-    from .weights import read_weights, to_backbone_state_dict
-
     say = log or logging.getLogger(__name__).info
     out = _converted_path(name)
     located = locate(name)
@@ -255,13 +62,7 @@ def resolve_weights(name: str, log=None) -> str:
     return out
 
 
-def library_file(name: str) -> str:
-    """The library's own file for ``name`` (cached, or downloaded when allowed), unconverted: what
-    ``tools/transfer.py`` starts from, so whole torchvision detectors / segmentation models by name
-    convert as whole models."""
-    return fetch(locate(name))
-
-
-def weights_names_help() -> List[str]:
-    return [TORCHVISION_PREFIX + "ResNet50_Weights.IMAGENET1K_V2", TIMM_PREFIX + "resnet50.a1_in1k",
-            DETECTRON2_PREFIX + "ImageNetPretrained/MSRA/R-50.pkl"]
+def resolve_source(source):
+    """``source`` with a weights name replaced by its converted file; paths, dicts and
+    :class:`~backbones.weights.WeightsFile` pass unchanged (what every loader of backbone weights takes)."""
+    return resolve_weights(source) if is_weights_name(source) else source

@@ -25,7 +25,7 @@ from torch import nn
 from engine.checkpoint import (KIND_BACKBONE, LoadReport, checkpoint_kind, checkpoint_meta, checkpoint_state,
                                save_checkpoint)
 
-from .build import build_backbone
+from .networks import make_backbone, network_config
 from .cifar import CIFAR_DEPTHS
 from .norm import TORCHVISION_INPUT_NORM, check_input_norm
 from .resnet import RESNET_LAYERS
@@ -76,6 +76,11 @@ def _from_reskit(obj, fmt: str) -> Converted:
     weights = checkpoint_state(obj, prefer_ema=True)
     state, input_norm = to_backbone_state_dict({"model": weights, "meta": meta}, "reskit")
     backbone = meta.get("backbone") if isinstance(meta.get("backbone"), Mapping) else {}
+    if isinstance(meta.get("backbone"), str):  # detection / segmentation meta name it; the run's config
+        run = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}  # has its options (width...)
+        model = run.get("model") if isinstance(run.get("model"), Mapping) else {}
+        options = model.get("backbone") if isinstance(model.get("backbone"), Mapping) else {}
+        backbone = {"name": meta["backbone"], "options": options}
     kind = checkpoint_kind(obj) or "checkpoint"
     return Converted(state, input_norm, f"reskit {kind}" + (" (model_ema)" if ema else ""),
                      backbone.get("name"), _arch_options(backbone.get("options") or {}), _dropped(weights, state))
@@ -153,7 +158,7 @@ def transfer_weights(src: "str | WeightsFile", out: Optional[str], format: str =
                          "--name resnet50 or --name timm:convnext_tiny")
     arch_options = dict(converted.options, **(options or {}))
     try:
-        backbone = build_backbone(arch, **arch_options)
+        backbone = make_backbone(network_config(arch, arch_options))
     except ValueError as e:
         raise ValueError(f"cannot build backbone '{arch}' with {arch_options}: {e}") from None
     input_norm = check_input_norm(converted.input_norm or TORCHVISION_INPUT_NORM)

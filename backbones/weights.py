@@ -29,7 +29,7 @@ from torch import nn
 from engine.checkpoint import LoadReport, match_state, read_checkpoint
 from engine.data import DataError
 
-from .hub import is_weights_name, resolve_weights
+from .locate import is_weights_name
 from .norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM, check_input_norm
 from .msra import is_msra_state, msra_to_torchvision, read_msra_pkl
 from .resnet import Bottleneck, ResNet
@@ -68,8 +68,9 @@ def read_weights(source: Union[str, os.PathLike, Mapping, WeightsFile]) -> Weigh
     if isinstance(source, Mapping):
         return WeightsFile(source, "<state dict>", None)
     path = os.fspath(source)
-    if is_weights_name(path):  # torchvision:..., timm:..., detectron2://...: the converted, cached file
-        path = resolve_weights(path)
+    if is_weights_name(path):  # converting a name is the layer above (backbones.hub.resolve_source)
+        raise ValueError(f"{path}: a weights name, not a file; resolve it first with "
+                         "backbones.hub.resolve_source (build_backbone and the tasks do)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".pkl"):

@@ -61,6 +61,8 @@ class ClsModelConfig:
             raise ConfigError(f"{prefix}drop_rate: expected a probability in [0, 1), got {self.drop_rate}")
         if self.weights and not os.path.isfile(self.weights):
             raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
+        if not self.weights:  # whole-classifier weights replace the backbone's starting weights
+            self.backbone.check_weights_file(prefix + "backbone.")
 
 
 @dataclass

@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_state, read_checkpoint
+from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
 from engine.dist import get_world_size, is_main_process
 from engine.logger import dataset_summary
 from engine.sampler import gather_in_order
 
-from backbones.build import build_classifier
+from backbones.build import build_classifier, load_pretrained
 from .data import build_classification_set
 from .report import ClassificationRecords, add_classification_report
 from .evaluation import center_scores, multiscale_scores, ten_crop_scores, topk_correct
@@ -92,6 +92,7 @@ class ClassificationTask:
 
     def __init__(self, cfg, training: bool = True):
         self.cfg = cfg
+        self.training = training
         data = cfg.data
         self.train_set = None
         if data.train and (training or not data.val):
@@ -112,6 +113,7 @@ class ClassificationTask:
         self.num_train_samples = len(self.train_set) if self.train_set is not None else 0
         self._notes: List[tuple] = []  # (heading, text) for the report's run section
         self._report_data: Optional[dict] = None  # what the last evaluation kept for write_report
+        self.has_validation = self.val_set is not None  # none: the trainer trains without evaluating
         if is_main_process():
             for name, ds in (("training set", self.train_set), ("validation set", self.val_set)):
                 if ds is not None:
@@ -134,13 +136,15 @@ class ClassificationTask:
     def build_model(self) -> nn.Module:
         mcfg = self.cfg.model
         bcfg = mcfg.backbone
+        if not self.training:  # evaluation: the network the checkpoint records (docs/configs.md)
+            bcfg = self._recorded_network(bcfg)
         try:
             # the weights load below, where a head of another shape may start new (fine-tuning)
             model = build_classifier(dataclasses.replace(bcfg, weights=None), mcfg.num_classes)
         except ValueError as e:
             raise ConfigError(f"model.backbone: {e}") from None
         self.head_name = classifier_head_name(model)
-        if bcfg.weights:
+        if bcfg.weights and self.training:  # evaluation reads every weight from the checkpoint
             self._load_pretrained(model, bcfg.weights, bcfg.weights_format)
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
         if mcfg.drop_rate > 0:
@@ -152,7 +156,7 @@ class ClassificationTask:
         that does not fit is an error: training on half-random weights would be a silent failure."""
         head = self.head_name + "."
         try:
-            report = load_weights(model, path, format=fmt, strict_shapes=False)
+            report = load_pretrained(model, path, format=fmt, strict_shapes=False)
         except ValueError as e:
             raise ConfigError(f"model.backbone.weights: {e}") from None
         bad = [f"{k} {a} vs {b}" for k, a, b in report.mismatched if not k.startswith(head)]
@@ -184,16 +188,41 @@ class ClassificationTask:
         m = self.cfg.model
         return {"": m.backbone.lr_mult, self.head_name: m.head_lr_mult}
 
+    def _eval_weights(self) -> str:
+        return self.cfg.model.weights or os.path.join(self.cfg.output_dir, "model_final.pth")
+
+    def _recorded_network(self, bcfg):
+        """``bcfg`` with the network a classification checkpoint to evaluate records (name, width,
+        shortcut, ...), each difference from the config logged: the checkpoint rebuilds its network."""
+        path = self._eval_weights()
+        if not os.path.isfile(path) or path.endswith((".pkl", ".safetensors")):
+            return bcfg  # load_weights says what is missing
+        ckpt = read_checkpoint(path)
+        recorded = checkpoint_meta(ckpt).get("backbone")
+        if checkpoint_kind(ckpt) != KIND_CLASSIFICATION or not isinstance(recorded, dict) or not recorded.get("name"):
+            return bcfg
+        self._eval_checkpoint = (path, ckpt)  # read once
+        fields = {f.name for f in dataclasses.fields(bcfg)} - {"weights", "weights_format", "lr_mult"}
+        options = {k: v for k, v in (recorded.get("options") or {}).items() if k in fields}
+        rebuilt = dataclasses.replace(bcfg, name=recorded["name"], **options)
+        changed = [f"{k}={getattr(rebuilt, k)!r} (config: {getattr(bcfg, k)!r})" for k in ["name", *options]
+                   if getattr(rebuilt, k) != getattr(bcfg, k)]
+        if changed and is_main_process():
+            logger.info(f"{path}: the network it records is built: model.backbone " + ", ".join(changed))
+        return rebuilt
+
     def load_weights(self, model: nn.Module, path: Optional[str]) -> None:
         """``--eval-only``: a classifier checkpoint of this task (EMA weights when ``solver.ema``)
         or any weights file whose tensors all fit (torchvision, timm, ...)."""
-        path = path or self.cfg.model.weights or os.path.join(self.cfg.output_dir, "model_final.pth")
+        path = path or self._eval_weights()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"weights file not found: {path}: set model.weights to a model_final.pth / "
                                     "model_best.pth of a classification run")
         source = path
         if not path.endswith((".pkl", ".safetensors")):
-            ckpt = read_checkpoint(path)
+            read_before = getattr(self, "_eval_checkpoint", None)
+            ckpt = read_before[1] if read_before and read_before[0] == path else read_checkpoint(path)
+            self._eval_checkpoint = None
             if isinstance(ckpt.get("model"), dict):  # ours: the EMA weights when the run evaluated those
                 ckpt = {"model": checkpoint_state(ckpt, self.cfg.solver.ema, path), "meta": checkpoint_meta(ckpt)}
             source = WeightsFile(ckpt, path, None, path)  # read once, loaded from memory
@@ -286,10 +315,11 @@ class ClassificationTask:
         if not hits:
             warnings.warn("evaluation: no readable validation image")
             return {"num_images": 0, "skipped": skipped}
-        results = {"top1": 100.0 * sum(h1 for h1, _ in hits) / len(hits),
-                   "top5": 100.0 * sum(h5 for _, h5 in hits) / len(hits),
-                   "num_images": len(hits),
-                   "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"}
+        results = {"top1": 100.0 * sum(h1 for h1, _ in hits) / len(hits)}
+        if self.cfg.model.num_classes > 5:  # with 5 classes or fewer, top-5 is 100% by construction
+            results["top5"] = 100.0 * sum(h5 for _, h5 in hits) / len(hits)
+        results.update({"num_images": len(hits),
+                        "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"})
         if skipped:
             results["skipped"] = skipped
         self._report_data = ClassificationRecords.merge([part["records"] for part in parts], records.k)

@@ -21,7 +21,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
-from backbones import FPNOptions, build_backbone, build_resnet_stage, load_weights, timm_model_name
+from backbones import FPNOptions, build_backbone, build_resnet_stage, load_pretrained, timm_model_name
 from backbones.weights import check_backbone_fit
 from backbones.norm import TORCHVISION_INPUT_NORM
 
@@ -101,7 +101,7 @@ def _build_c4(cfg: DetModelConfig) -> Tuple[nn.Module, nn.Module, nn.Module]:
     if cfg.backbone.weights:
         backbone.layer4 = res5
         try:
-            backbone.load_report = load_weights(backbone, cfg.backbone.weights, format=cfg.backbone.weights_format)
+            backbone.load_report = load_pretrained(backbone, cfg.backbone.weights, format=cfg.backbone.weights_format)
         finally:
             del backbone.layer4
         check_backbone_fit(backbone.load_report)
@@ -130,6 +130,9 @@ def build_detector(cfg: DetModelConfig, input_cfg: Optional[InputConfig] = None)
     :func:`detection.weights.load_detector_weights`, after any layout changes.
     """
     input_cfg = input_cfg or InputConfig()
+    if not isinstance(cfg.num_classes, int):  # "auto" is resolved from the data by DetectionTask
+        raise ValueError(f"model.num_classes is {cfg.num_classes!r}: give the number of classes to build a "
+                         "detector outside a DetectionTask (which counts them in the training data)")
     backbone, rpn, roi_heads = (_build_fpn if cfg.arch == "FPN" else _build_c4)(cfg)
     input_norm = getattr(backbone, "input_norm", TORCHVISION_INPUT_NORM)
     transform = RCNNTransform(input_cfg.min_size_test, input_cfg.max_size_test, input_norm)

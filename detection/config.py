@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List, Optional, Union
 
-from backbones.config import BackboneConfig
+from backbones.config import BackboneConfig, replaces_backbone
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
 
 
@@ -109,6 +109,8 @@ class DetModelConfig:
             raise ConfigError(f"{prefix}num_classes: must be at least 1, got {self.num_classes}")
         if self.roi_heads.mask_head_convs < 1 or self.roi_heads.mask_head_dim < 1:
             raise ConfigError(f"{prefix}roi_heads.mask_head_convs / mask_head_dim: must be at least 1")
+        if not replaces_backbone(self.weights, self.weights_partial):
+            self.backbone.check_weights_file(prefix + "backbone.")
 
 
 @dataclass

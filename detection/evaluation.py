@@ -331,8 +331,8 @@ class COCOEvaluator:
         return out
 
 
-def _fmt(value: Optional[float]) -> str:
-    return "  nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:5.2f}"
+def _fmt(value: Optional[float], missing: str = "  nan") -> str:
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:5.2f}"
 
 
 def format_table(results: Dict[str, Dict[str, float]], columns: int = 3) -> str:
@@ -353,7 +353,8 @@ def format_table(results: Dict[str, Dict[str, float]], columns: int = 3) -> str:
             lines.append("  ".join(f"{'category':<{width}s}    AP" for _ in range(min(columns, len(items)))))
             for start in range(0, len(items), columns):
                 row = items[start:start + columns]
-                lines.append("  ".join(f"{n:<{width}s} {_fmt(v)}" for n, v in row))
+                # a category's AP is NaN only without ground truth (it has detections, or a model class)
+                lines.append("  ".join(f"{n:<{width}s} {_fmt(v, 'no gt')}" for n, v in row))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -397,7 +398,10 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_type: str = "bbox
 
     gt_dataset = prepare_ground_truth(gt_json)
     results = load_results_file(results_json, gt_dataset, iou_type)
-    metrics, per_category = evaluate_results(gt_dataset, results, iou_type, backend)
+    # the categories that ground truth or detections use: a placeholder category of the json that
+    # neither uses (Roboflow's supercategory) is no class, and is not listed as NaN
+    metrics, per_category = evaluate_results(gt_dataset, results, iou_type, backend,
+                                             category_ids={int(r["category_id"]) for r in results})
     out = {iou_type: metrics, f"{iou_type}_per_category": per_category}
     write_metrics_json(out, output or default_metrics_path(results_json))
     return out

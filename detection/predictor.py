@@ -34,7 +34,9 @@ class Predictor:
 
     def __init__(self, config: Union[str, DetConfig], weights: str, device: Optional[str] = None,
                  fast: bool = True, overrides=(), checkpoint: Optional[dict] = None, precision: Optional[str] = None):
-        cfg = load_config(DetConfig, config, overrides) if isinstance(config, str) else copy.deepcopy(config)
+        # the checkpoint holds the backbone too: its starting weights are neither read nor required
+        cfg = load_config(DetConfig, config, ["model.backbone.weights=null", *overrides]) \
+            if isinstance(config, str) else copy.deepcopy(config)
         cfg.model.weights = weights
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone too
         ckpt = read_checkpoint(weights, REMEDY) if checkpoint is None else checkpoint  # read once

@@ -1,6 +1,7 @@
 """Faster / Mask R-CNN training and COCO evaluation as an engine Task (see engine/task.py)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Dict, List, Optional
@@ -8,6 +9,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from backbones.config import replaces_backbone
 from engine.checkpoint import KIND_DETECTION, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
@@ -141,6 +143,10 @@ class DetectionTask:
             self.cfg.model.num_classes = self.val_dataset().num_categories
 
     @property
+    def has_validation(self) -> bool:  # none: the trainer trains without evaluating, and says so
+        return bool(self.cfg.data.val)
+
+    @property
     def num_train_samples(self) -> int:
         return len(self.train_dataset())
 
@@ -185,7 +191,11 @@ class DetectionTask:
     # ---- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         self._resolve_num_classes()
-        model = build_detector(self.cfg.model, self.cfg.input)
+        mcfg = self.cfg.model
+        if not self.training or replaces_backbone(mcfg.weights, mcfg.weights_partial):
+            # whole-detector weights fill the backbone: its starting weights are not read (nor required)
+            mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
+        model = build_detector(mcfg, self.cfg.input)
         if self.cfg.model.weights:
             # training: the class-dependent predictor may start new (fine-tuning); evaluation: all must fit
             report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint,
@@ -235,9 +245,18 @@ class DetectionTask:
                                         num_workers=self.cfg.data.num_workers)
         device = next(model.parameters()).device
         for images, targets in loader:
-            outputs = model([img.to(device) for img in images])
-            evaluator.update({t["image_id"]: {k: v.cpu() for k, v in o.items()}
-                              for t, o in zip(targets, outputs)})
+            # One forward pass per image size: images of other sizes in one batch are padded to the
+            # largest, and the padding changes the detections near the border and which proposals
+            # survive (anchors in the padding take pre-NMS slots), so a batched result would depend
+            # on its neighbours; per size, every image gets exactly what it gets alone (the Predictor,
+            # ONNX Runtime, docs/deploy.md).
+            by_size: Dict[tuple, List[int]] = {}
+            for i, img in enumerate(images):
+                by_size.setdefault(tuple(img.shape), []).append(i)
+            for group in by_size.values():
+                outputs = model([images[i].to(device) for i in group])
+                evaluator.update({targets[i]["image_id"]: {k: v.cpu() for k, v in o.items()}
+                                  for i, o in zip(group, outputs)})
         results = evaluator.evaluate()
         if is_main_process():
             self._last_eval = {"records": evaluator.results(), "image_ids": evaluator.image_ids(),

@@ -38,6 +38,9 @@ REMEDY = "give a checkpoint of tools/train_det.py, or convert foreign weights wi
 # The class-dependent layers: a checkpoint for another number of classes leaves only these of
 # another shape, the fine-tuning case (they start new, and the report lists them).
 CLASS_LAYERS = ("roi_heads.box_predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+# What a Mask R-CNN has beyond a Faster R-CNN of the same config: a Faster R-CNN checkpoint
+# initialises the rest (backbone, FPN, RPN, box head) and these start new, as the load report lists.
+MASK_PARTS = ("roi_heads.mask_head", "roi_heads.mask_predictor")
 
 
 def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False, allow_mismatch: bool = True,
@@ -52,7 +55,11 @@ def load_detector_weights(model: nn.Module, path: str, prefer_ema: bool = False,
     if kind in (KIND_CLASSIFICATION, KIND_BACKBONE) and not partial:
         raise DataError(f"{path}: a {kind} checkpoint, not a detector: give it as model.backbone.weights "
                         "(a classifier through tools/transfer.py first), not as model.weights / --weights")
-    usable, report = match_state(checkpoint_state(ckpt, prefer_ema, path), model, path, allow_mismatch=True)
+    state = checkpoint_state(ckpt, prefer_ema, path)
+    if allow_mismatch and any(k.startswith(MASK_PARTS) for k in model.state_dict()) \
+            and not any(k.startswith(MASK_PARTS) for k in state):
+        partial = (*partial, *MASK_PARTS)  # fine-tuning Mask R-CNN from a Faster R-CNN: the mask head starts new
+    usable, report = match_state(state, model, path, allow_mismatch=True)
     check_fit(report, "model.weights", fine_tune=CLASS_LAYERS if allow_mismatch else (), partial=partial,
               remedy="check model.arch, model.mask, model.backbone and model.num_classes against the run that "
                      "wrote it", suggest_partial=allow_mismatch)

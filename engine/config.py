@@ -274,14 +274,16 @@ def load_config(schema: Type[T], path: Optional[str] = None, overrides: Sequence
     """Load ``path`` (with its ``_base_`` chain), apply ``overrides`` and validate against ``schema``."""
     tree = OmegaConf.create({}) if path is None else _load_tree(path)
     plain = OmegaConf.to_container(tree, resolve=True) if len(tree) else {}
+    typed = []
     for text in overrides:
         key, value = _parse_override(text)
         try:
             _set_path(plain, key, value)
         except (ValueError, IndexError, TypeError):
             raise ConfigError(f"override '{text}': '{key}' does not address a key of the config") from None
+        typed.append(key)
     try:
-        return from_dict(schema, plain)
+        cfg = from_dict(schema, plain)
     except ConfigError as e:
         task = getattr(schema, "TASK", None)
         if not str(e).startswith("unknown key") or task is None:
@@ -293,6 +295,8 @@ def load_config(schema: Type[T], path: Optional[str] = None, overrides: Sequence
         raise ForeignConfigError(f"{where}: not a {task} config ({len(unknown)} keys unknown to it: "
                           f"{', '.join(unknown[:4])}{', ...' if len(unknown) > 4 else ''}); "
                           f"{getattr(schema, 'TOOLS', '')}".rstrip("; ")) from None
+    object.__setattr__(cfg, "_overridden", frozenset(typed))  # not a field: never written to config.yaml
+    return cfg
 
 
 def unknown_keys(schema, data: Any, prefix: str = "") -> List[str]:
@@ -319,6 +323,11 @@ def unknown_keys(schema, data: Any, prefix: str = "") -> List[str]:
         else:
             found += unknown_keys(tp, value, f"{prefix}{key}.")
     return found
+
+
+def overridden_keys(cfg) -> frozenset:
+    """The keys ``load_config`` set from overrides (the command line): ``{"solver.max_iter", ...}``."""
+    return getattr(cfg, "_overridden", frozenset())
 
 
 # --------------------------------------------------------------------------------------------------

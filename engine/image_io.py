@@ -5,9 +5,20 @@ the file and what to do.
 torchvision's readers), converts CMYK JPEGs and applies the EXIF orientation (as detectron2's reader
 does); ``IMREAD_ANYDEPTH`` keeps 16-bit data 16-bit so that we scale it to 8 bits ourselves instead
 of OpenCV's truncation of the low byte. Each task words the remedy for its own data (``remedy``).
+
+What libjpeg and libpng print on the C stderr while decoding ("Corrupt JPEG data: premature end of
+data segment") names no file, and does not reach ``log.txt``. After :func:`name_decoder_messages`
+(the trainer calls it; forked loader workers inherit it) each decode runs with fd 2 pointed at a
+file of this process, and a message found there becomes one logged warning naming the image, once
+per file and process. OpenCV has no hook for these messages, hence the redirection.
 """
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+import threading
 from typing import Optional
 
 import cv2
@@ -15,16 +26,66 @@ import numpy as np
 
 from .data import DataError
 
-__all__ = ["decode_image", "read_image", "check_rgb_images"]
+__all__ = ["decode_image", "read_image", "check_rgb_images", "name_decoder_messages"]
+
+logger = logging.getLogger(__name__)
 
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 _REMEDY = "replace or delete the file"
 
 
+class _DecoderMessages:
+    """fd 2 of this process pointed at a file while OpenCV decodes; what the C decoders wrote there."""
+
+    def __init__(self):
+        self.enabled = False
+        self.pid = None
+        self.file = None
+        self.lock = threading.Lock()  # fd 2 belongs to the whole process
+        self.named = set()
+
+    def decode(self, buf: np.ndarray, where: str):
+        if not self.enabled:
+            return cv2.imdecode(buf, _FLAGS)
+        with self.lock:
+            if self.pid != os.getpid():  # a forked worker: a file of its own
+                self.file, self.pid, self.named = tempfile.TemporaryFile(), os.getpid(), set()
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(self.file.fileno(), 2)
+            try:
+                image = cv2.imdecode(buf, _FLAGS)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            fd = self.file.fileno()
+            text = ""
+            size = os.lseek(fd, 0, os.SEEK_CUR)
+            if size:
+                os.lseek(fd, 0, os.SEEK_SET)
+                text = os.read(fd, min(size, 65536)).decode("utf-8", "replace")
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+        message = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+        if message and where not in self.named:
+            self.named.add(where)
+            logger.warning(f"{where}: the decoder says: {message} (the image was decoded and is used; "
+                           "tools/check_dataset.py lists every such file)")
+        return image
+
+
+_MESSAGES = _DecoderMessages()
+
+
+def name_decoder_messages(enabled: bool = True) -> None:
+    """Turn the C decoders' stderr messages into warnings naming the image (see the module's doc)."""
+    _MESSAGES.enabled = enabled
+
+
 def decode_image(data: bytes, where: str = "<bytes>", remedy: str = _REMEDY) -> np.ndarray:
     """Encoded bytes -> RGB ``uint8`` [H, W, 3]; anything else raises DataError naming ``where``."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, _FLAGS) if buf.size else None
+    image = _MESSAGES.decode(buf, where) if buf.size else None
     if image is None:
         what = "an empty file" if not buf.size else "not an image OpenCV can decode (corrupt, truncated or " \
                                                     "another kind of file with an image name)"

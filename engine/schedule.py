@@ -150,7 +150,12 @@ def build_lr_scheduler(optimizer: Optimizer, solver, max_iter: int) -> Iteration
     return IterationLR(optimizer, LRFactor(solver, max_iter))
 
 
-def scale_for_batch(solver, test=None) -> Tuple[object, Optional[object]]:
+# What scale_for_batch rescales, as config keys.
+SCALED_KEYS = ("solver.base_lr", "solver.max_iter", "solver.steps", "solver.warmup_iters",
+               "solver.checkpoint_period", "test.eval_period")
+
+
+def scale_for_batch(solver, test=None, typed=frozenset()) -> Tuple[object, Optional[object]]:
     """Adapt a schedule written for ``solver.reference_batch`` images per step to ``ims_per_batch``.
 
     The linear scaling rule (Goyal et al. 2017), as detectron2's ``auto_scale_workers`` applies it:
@@ -166,6 +171,9 @@ def scale_for_batch(solver, test=None) -> Tuple[object, Optional[object]]:
     and ``reference_batch`` becomes ``ims_per_batch``, so scaling twice changes nothing. With
     ``reference_batch: 0`` (the default) or equal to ``ims_per_batch`` the configs are returned as
     they are. Returns new ``(solver, test)`` dataclasses; the inputs are not modified.
+
+    Keys in ``typed`` (``solver.max_iter``, ... given on the command line) are taken as typed, for
+    the batch that runs: only the config files' own values are written for ``reference_batch``.
     """
     ref, batch = solver.reference_batch, solver.ims_per_batch
     if ref <= 0 or ref == batch:
@@ -175,10 +183,11 @@ def scale_for_batch(solver, test=None) -> Tuple[object, Optional[object]]:
     def iters(n: int) -> int:
         return max(1, int(round(n / k))) if n > 0 else n
 
-    solver = dataclasses.replace(
-        solver, base_lr=solver.base_lr * k, max_iter=iters(solver.max_iter),
-        steps=[iters(s) for s in solver.steps], warmup_iters=int(round(solver.warmup_iters / k)),
-        checkpoint_period=iters(solver.checkpoint_period), reference_batch=batch)
-    if test is not None:
+    scaled = dict(base_lr=solver.base_lr * k, max_iter=iters(solver.max_iter),
+                  steps=[iters(s) for s in solver.steps], warmup_iters=int(round(solver.warmup_iters / k)),
+                  checkpoint_period=iters(solver.checkpoint_period))
+    scaled = {key: value for key, value in scaled.items() if f"solver.{key}" not in typed}
+    solver = dataclasses.replace(solver, reference_batch=batch, **scaled)
+    if test is not None and "test.eval_period" not in typed:
         test = dataclasses.replace(test, eval_period=iters(test.eval_period))
     return solver, test

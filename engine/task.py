@@ -61,6 +61,10 @@ class Task(Protocol):
         matching prefix wins.
     find_unused_parameters: bool
         Passed to DistributedDataParallel (default False).
+    has_validation: bool
+        False when the config gives no validation data (``data.val: []``, e.g. training on
+        train+val): the trainer then trains without evaluating, says so once, and writes no
+        ``results.json`` nor ``model_best.pth`` (default True).
     training: bool
         False for a task built only to evaluate (``--eval-only``, ``eval_coco.py``): the trainer
         then never asks for ``num_train_samples``, so no training set is needed (default True).

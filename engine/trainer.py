@@ -41,20 +41,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .agent import exit_with_agent
 from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, DistConfig, save_config, to_dict
+from .config import ConfigError, DistConfig, overridden_keys, save_config, to_dict
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
 from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
                    is_main_process, reduce_sum_tensor, restart_count)
 from .ema import ModelEMA
 from .grad_reduce import install_grad_reduce
 from .hardware import autocast, plan_run
-from .interrupt import GracefulInterrupt, TrainingInterrupted, resume_command
+from .interrupt import GracefulInterrupt, TrainingInterrupted, eval_only_command, resume_command
 from .jsonio import write_json
+from .image_io import name_decoder_messages
 from .logger import MetricsLogger, setup_logging
 from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
-from .schedule import build_lr_scheduler, scale_for_batch, schedule_warnings
+from .schedule import SCALED_KEYS, build_lr_scheduler, scale_for_batch, schedule_warnings
 from .task import Task
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
@@ -79,7 +80,7 @@ def lookup_metric(results: dict, dotted: str) -> Optional[float]:
     return float(node) if isinstance(node, (int, float)) else None
 
 
-def describe_schedule(given, runs, num_train: int) -> str:
+def describe_schedule(given, runs, num_train: int, typed=frozenset()) -> str:
     """One line on how many iterations run and where the number came from: ``given`` is the config's
     solver, ``runs`` the one after the batch rescaling and ``solver.max_epochs``. A ``max_iter`` that
     ``max_epochs`` replaced is named, so a user who set it sees why it did not apply."""
@@ -93,6 +94,9 @@ def describe_schedule(given, runs, num_train: int) -> str:
         scaled = "steps" if given.max_epochs > 0 else "iterations, steps"  # epochs already fit the batch
         text += (f"; the schedule was written for batches of {given.reference_batch} "
                  f"(solver.reference_batch): LR x{k:g}, {scaled}, warm-up and periods x{1 / k:g}")
+        kept = [key for key in SCALED_KEYS if key in typed]
+        if kept:
+            text += f", except {', '.join(kept)} given on the command line, taken as typed"
     return text
 
 
@@ -110,7 +114,8 @@ class Trainer:
     """
 
     def __init__(self, cfg, task: Task):
-        solver, test = scale_for_batch(cfg.solver, cfg.test)
+        typed = overridden_keys(cfg)  # command-line values are for the batch that runs: not rescaled
+        solver, test = scale_for_batch(cfg.solver, cfg.test, typed)
         # The training set is read only to turn max_epochs into iterations, and not for a task built
         # to evaluate (Task.training False: --eval-only, eval_coco.py), which must not need it.
         num_train = 0
@@ -118,9 +123,11 @@ class Trainer:
             num_train = task.num_train_samples
             iters = math.ceil(solver.max_epochs * num_train / solver.ims_per_batch)
             solver = dataclasses.replace(solver, max_iter=max(1, iters))
-        self._schedule = describe_schedule(cfg.solver, solver, num_train)  # printed when training starts
+        self._schedule = describe_schedule(cfg.solver, solver, num_train, typed)  # printed when training starts
         self.cfg = cfg = dataclasses.replace(cfg, solver=solver, test=test)
         self.task = task
+        # detectron2 trains without evaluation when there is no test set; so do we, saying so
+        self._has_validation = bool(getattr(task, "has_validation", True))
         self.max_iter = solver.max_iter
         set_deterministic(cfg.deterministic)
         dist_cfg = getattr(cfg, "dist", None) or DistConfig()  # a schema without RunConfig's header: defaults
@@ -183,6 +190,9 @@ class Trainer:
         if s.lr_schedule == "plateau" and t.eval_period <= 0:
             raise ConfigError("solver.lr_schedule: plateau watches the validation metric; "
                               "set test.eval_period > 0")
+        if s.lr_schedule == "plateau" and not self._has_validation:
+            raise ConfigError("solver.lr_schedule: plateau watches the validation metric, and data.val is "
+                              "empty; give data.val or another schedule")
         # the sampler checks that the batch splits over ranks and accumulation steps
         TrainBatchSampler(1, s.ims_per_batch, 0, get_world_size(), accumulate=s.accumulate)
 
@@ -199,6 +209,10 @@ class Trainer:
             logger.info(f"schedule: {self._schedule}")
             for line in schedule_warnings(solver):
                 logger.warning(line)
+            if not self._has_validation:
+                logger.info("no validation data (data.val is empty): training without evaluation; "
+                            "no results.json, no model_best.pth (evaluate model_final.pth with --eval-only "
+                            "and data.val)")
             self._save_run_config()
             chosen = self.hardware.as_dict()
             if self.grad_reduce:
@@ -209,6 +223,7 @@ class Trainer:
         sampler = TrainBatchSampler(len(dataset), solver.ims_per_batch, seed=cfg.seed,
                                     group_ids=self.task.group_ids(), start_batch=self.iteration,
                                     accumulate=solver.accumulate)
+        name_decoder_messages(True)  # libjpeg's "Corrupt JPEG data" names its file, in log.txt (engine.image_io)
         interrupt = self._interrupt = GracefulInterrupt().__enter__()  # before the loader forks workers
         loader = build_train_loader(dataset, sampler, self.task.collate, self.hardware.num_workers, seed=cfg.seed)
         metrics = MetricsLogger(cfg.output_dir, self.max_iter, self.iteration, cfg.logging.log_period,
@@ -225,24 +240,41 @@ class Trainer:
                               "reproducible)")
             seed_everything(derive_seed(cfg.seed, get_rank(), self.iteration))
         self.train_model.train()
+        final = os.path.join(cfg.output_dir, "model_final.pth")
         try:
             while self.iteration < self.max_iter:
                 if interrupt.requested():
                     self._stop_on_interrupt()
                 self._step(batches, sampler, metrics)
-                if cfg.test.eval_period > 0 and self.iteration % cfg.test.eval_period == 0 \
-                        and self.iteration < self.max_iter:
+                if self._has_validation and cfg.test.eval_period > 0 \
+                        and self.iteration % cfg.test.eval_period == 0 and self.iteration < self.max_iter:
                     self._evaluate_and_track(metrics)
                 if self.iteration % solver.checkpoint_period == 0 or self.iteration == self.max_iter:
                     self.save_checkpoint()
             del batches, loader  # stops the (persistent) loader workers before the final evaluation
-            self._preload_report()
-            results = self._evaluate_and_track(metrics)
+            # Training has finished: its result is written before the final evaluation, which a
+            # Ctrl-C then stops at once (nothing is left half done), saying what is saved.
+            if is_main_process():
+                save_checkpoint(final, self._weights_state())
+            interrupt.stop_at_once(f"interrupted during the final evaluation: training had finished and "
+                                   f"{final} is saved; results.json was not written; evaluate with: "
+                                   f"{eval_only_command()}")
+            if interrupt.requested():  # Ctrl-C during the last step: training is done, no evaluation
+                raise TrainingInterrupted(interrupt._at_once)
+            if self._has_validation:
+                self._preload_report()
+            results = self._evaluate_and_track(metrics) if self._has_validation else {}
+        except KeyboardInterrupt:  # Ctrl-C twice: stopped inside a step
+            saved = self.checkpointer.latest() if is_main_process() else None
+            raise TrainingInterrupted(
+                f"interrupted at once at iteration {self.iteration} (Ctrl-C twice; the step in progress is lost): "
+                + (f"newest checkpoint {saved}; continue with: {resume_command()}" if saved else
+                   "no checkpoint saved yet")) from None
         finally:
             interrupt.__exit__(None, None, None)
+            name_decoder_messages(False)
             metrics.close()
-        if is_main_process():
-            save_checkpoint(os.path.join(cfg.output_dir, "model_final.pth"), self._weights_state())
+        if is_main_process() and self._has_validation:
             write_json(os.path.join(cfg.output_dir, "results.json"), results)
             self.write_report(results)
         return results

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List, Optional
 
-from backbones.config import BackboneConfig
+from backbones.config import BackboneConfig, replaces_backbone
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
 
 HEADS = ("fcn", "deeplabv3", "semantic_fpn")
@@ -53,6 +53,8 @@ class SegModelConfig:
 
     def validate(self, prefix: str = "") -> None:
         choice(prefix + "head", self.head, list(HEADS))
+        if not replaces_backbone(self.weights, self.weights_partial):
+            self.backbone.check_weights_file(prefix + "backbone.")
         choice(prefix + "head_norm", self.head_norm, list(HEAD_NORMS))
         if self.num_classes < 2:
             raise ConfigError(f"{prefix}num_classes: counts the background too, so at least 2; got {self.num_classes}")

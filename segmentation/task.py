@@ -13,6 +13,7 @@ same), so the metrics are measured at that size.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Dict, List, Optional
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backbones.config import replaces_backbone
 from engine.checkpoint import KIND_SEMANTIC_SEGMENTATION
 from engine.data import build_inference_loader
 from engine.logger import dataset_summary
@@ -167,6 +169,10 @@ class SemanticSegmentationTask:
         return {names[k]: counts[k] for k in sorted(counts)} or None
 
     @property
+    def has_validation(self) -> bool:  # none: the trainer trains without evaluating, and says so
+        return bool(self.cfg.data.val)
+
+    @property
     def num_train_samples(self) -> int:
         return len(self.train_dataset())
 
@@ -185,7 +191,11 @@ class SemanticSegmentationTask:
 
     # ---- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        model = build_segmentation_model(self.cfg.model)
+        mcfg = self.cfg.model
+        if not self.training or replaces_backbone(mcfg.weights, mcfg.weights_partial):
+            # whole-model weights fill the backbone: its starting weights are not read (nor required)
+            mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
+        model = build_segmentation_model(mcfg)
         if self.cfg.model.weights and self.training:
             report = load_segmentation_weights(model, self.cfg.model.weights, strict=False,
                                                partial=self.cfg.model.weights_partial)

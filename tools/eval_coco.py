@@ -81,9 +81,8 @@ def evaluate_model(args) -> dict:
         runtime = OnnxPredictor(args.weights)
         task = DetectionTask(cfg, training=False, checkpoint={"model": {}, "meta": runtime.label_space()})
         task.report_score_thresh = args.report_score_thresh
-        metrics = task.evaluate(runtime.as_model())
+        metrics = task.evaluate(runtime.as_model())  # the task logs the table
         write_json(args.output or os.path.join(cfg.output_dir, "results_eval.json"), metrics)
-        print(format_table(metrics), end="")
         if args.report:
             from engine.report import Report
             from engine.report_run import add_run_section
@@ -98,9 +97,8 @@ def evaluate_model(args) -> dict:
     task.report_score_thresh = args.report_score_thresh
     trainer = Trainer(cfg, task)
     trainer.report_dir = args.report
-    metrics = trainer.evaluate_only(args.weights)
+    metrics = trainer.evaluate_only(args.weights)  # the task logs the table
     if is_main_process():
-        print(format_table(metrics), end="")
         if args.output:
             write_metrics_json(metrics, args.output)
         print(f"metrics written to {args.output or os.path.join(cfg.output_dir, 'results_eval.json')}")

@@ -4,7 +4,7 @@
         --weights runs/faster_rcnn_R50_FPN_1x/model_final.pth --input photos/ --output out/
 
 Detection (Faster / Mask R-CNN checkpoints): OUT/predictions.json holds one record per detection
-(file_name, bbox as x, y, w, h in the image's pixels, score, category_id) and one PNG per image shows
+(file_name, bbox as x, y, w, h in the image's pixels, score, category_id, category_name) and one PNG per image shows
 the boxes, class names, scores and instance masks. Semantic segmentation checkpoints (the kind is
 read from the checkpoint): one PNG label map per image (``*_labels.png``, class indices) and one
 overlay in the class palette; predictions.json lists the pixel count of each class per image.
@@ -192,7 +192,8 @@ def predict_with(args, files: list, checkpoint: dict, kind, onnx: bool) -> None:
         for i, (box, score, cat) in enumerate(zip(pred["boxes"], pred["scores"], pred["category_ids"])):
             x1, y1, x2, y2 = (float(v) for v in box)
             records.append({"file_name": file_name, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": float(score), "category_id": int(cat)})
+                            "score": float(score), "category_id": int(cat),
+                            "category_name": predictor.category_names.get(int(cat), str(int(cat)))})
             if rles is not None:
                 records[-1]["segmentation"] = rles[i]
         if not (pred["scores"] >= args.score_thresh).any():

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import engine.threads  # noqa: E402,F401  the thread policy's OMP_WAIT_POLICY, before torch starts
 
-from backbones.hub import is_weights_name, library_file  # noqa: E402
+from backbones.locate import is_weights_name, library_file  # noqa: E402
 from backbones.transfer import transfer_weights  # noqa: E402
 from backbones.weights import FORMATS, read_weights  # noqa: E402
 from detection.weights import convert_torchvision_detection, is_torchvision_detection  # noqa: E402

@@ -168,3 +168,21 @@ def test_a_json_file_given_as_weights_is_named_as_json(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 1 and err.count("\n") == 0 and not (tmp_path / "x.pth").exists()
     assert "resnet50.json: a JSON file, not a PyTorch checkpoint" in err and "run code" not in err
+
+
+def test_detector_checkpoint_transfers_at_its_recorded_backbone_width(tmp_path):
+    """A detector checkpoint names its backbone in meta and keeps the options (width...) in the run's
+    config: transfer.py builds that network, so a narrow detector's backbone fits."""
+    from detection.build import build_detector
+    from detection.config import DetModelConfig
+    from engine.checkpoint import save_checkpoint
+
+    cfg = DetModelConfig(num_classes=2, fpn_channels=32)
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.width = "resnet18", None, 16
+    detector = build_detector(cfg)
+    path = str(tmp_path / "det.pth")
+    save_checkpoint(path, {"model": detector.state_dict(), "meta": {"task": "detection", "backbone": "resnet18"},
+                           "config": {"model": {"backbone": {"name": "resnet18", "width": 16, "norm": "FrozenBN"}}}})
+    result = transfer_weights(path, str(tmp_path / "bb.pth"))
+    assert result.complete and result.name == "resnet18" and result.options["width"] == 16
+    assert result.backbone.conv1.weight.shape[0] == 16

@@ -8,7 +8,8 @@ import torch
 import torchvision
 
 from backbones import build_backbone
-from backbones.hub import cache_dir, resolve_weights
+from backbones.hub import resolve_weights
+from backbones.locate import cache_dir
 from backbones.msra import export_msra_pkl
 from backbones.norm import MSRA_INPUT_NORM, TORCHVISION_INPUT_NORM
 from detection.build import build_detector
@@ -72,6 +73,30 @@ def test_empty_cache_and_no_network_is_one_line_and_exit_1(offline, capsys):
     assert len(err.splitlines()) == 1
     assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in err
     assert str(offline / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in err
+
+
+def test_unreachable_hub_is_one_whole_line_after_one_short_try(offline, monkeypatch, capsys):
+    """Downloads allowed but no network (an endpoint nothing listens on): one connection try, no
+    library retries, one whole line naming the file to fetch, in seconds."""
+    import time
+
+    import huggingface_hub
+
+    from engine.launch import run_tool
+
+    monkeypatch.delenv("RESKIT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # read at its import
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        run_tool(lambda: resolve_weights("timm:resnet18.a1_in1k"))
+    assert time.monotonic() - start < 10
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Retry" not in err
+    assert "127.0.0.1:9 cannot be reached" in err
+    assert err.endswith("(hf download timm/resnet18.a1_in1k model.safetensors)")  # whole, not cut
 
 
 def test_unknown_names_are_config_errors_naming_the_closest():

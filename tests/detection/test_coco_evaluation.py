@@ -226,3 +226,19 @@ def test_bf16_model_outputs_become_results():
                                         masks=torch.ones(1, 1, 5, 5, dtype=torch.bfloat16))
     assert records[0]["bbox"] == [1.0, 2.0, 29.0, 38.0] and records[0]["score"] == 0.5
     assert records[0]["category_id"] == 7 and records[0]["segmentation"]["size"] == [5, 5]
+
+
+def test_results_file_tables_leave_out_categories_nothing_uses(gt_and_results, tmp_path):
+    """A placeholder category of the json (Roboflow's supercategory) with no annotation and no
+    detection is no class: the per-category table of a results file does not list it as NaN."""
+    gt, path, results = gt_and_results
+    with_placeholder = dict(gt, categories=[{"id": 0, "name": "fruits"}] + list(gt["categories"]))
+    gt_path = write_json(with_placeholder, str(tmp_path / "gt.json"))
+    res_path = write_json([{k: v for k, v in r.items() if k != "segmentation"} for r in results],
+                          str(tmp_path / "r.json"))
+    plain = evaluate_results_file(path, res_path, "bbox", output=str(tmp_path / "a.json"))
+    out = evaluate_results_file(gt_path, res_path, "bbox", output=str(tmp_path / "b.json"))
+    assert "fruits" not in out["bbox_per_category"]
+    assert json.dumps(out, sort_keys=True) == json.dumps(plain, sort_keys=True)  # NaN == NaN here
+    # "unused" has detections but no ground truth: said so in the table, not as nan
+    assert "unused   no gt" in format_table(out) and "fruits" not in format_table(out)

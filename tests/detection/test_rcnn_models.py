@@ -148,3 +148,30 @@ def test_detector_trains_and_predicts(arch, pooler, mask):
         assert out["boxes"][:, 2].max() <= 90 + 1e-3 and out["boxes"][:, 3].max() <= 80 + 1e-3
     if mask:
         assert out["masks"].shape[-2:] == (80, 90)
+
+
+def test_a_faster_rcnn_checkpoint_starts_a_mask_rcnn(tmp_path):
+    """model.weights = a Faster R-CNN checkpoint for a Mask R-CNN config (docs/tools.md): everything
+    but the mask head loads, the report lists the mask head as missing; evaluation still needs all."""
+    from detection.weights import load_detector_weights
+    from engine.checkpoint import save_checkpoint
+    from engine.data import DataError
+
+    def detector(mask):
+        cfg = DetModelConfig(mask=mask, num_classes=3, fpn_channels=32)
+        cfg.backbone.name, cfg.backbone.weights = "resnet18", None
+        torch.manual_seed(0)
+        return build_detector(cfg, InputConfig(min_size_test=64, max_size_test=96))
+
+    faster = detector(False)
+    save_checkpoint(str(tmp_path / "faster.pth"), {"model": faster.state_dict(),
+                                                   "meta": {"task": "detection", "mask": False}})
+    mask_rcnn = detector(True)
+    report = load_detector_weights(mask_rcnn, str(tmp_path / "faster.pth"))
+    assert report.missing and all(k.startswith(("roi_heads.mask_head.", "roi_heads.mask_predictor."))
+                                  for k in report.missing)
+    assert not report.unexpected and not report.mismatched
+    own = mask_rcnn.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in faster.state_dict().items())
+    with pytest.raises(DataError, match="roi_heads.mask_head"):  # evaluation: every tensor must fit
+        load_detector_weights(detector(True), str(tmp_path / "faster.pth"), allow_mismatch=False)

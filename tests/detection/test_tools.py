@@ -56,8 +56,9 @@ def test_transfer_then_predict_mask_rcnn(tmp_path, images):
     assert (f"2 of 2 images have no detection with score >= --score-thresh 0.99: im0.jpg (top score "
             f"{top['im0.jpg']:.3f}), im1.jpg (top score {top['im1.jpg']:.3f})") in result.stdout
     for r in records:
-        assert set(r) == {"file_name", "bbox", "score", "category_id", "segmentation"}
+        assert set(r) == {"file_name", "bbox", "score", "category_id", "category_name", "segmentation"}
         assert r["file_name"] in ("im0.jpg", "im1.jpg") and 1 <= r["category_id"] <= 90
+        assert r["category_name"] == meta["class_names"][meta["category_ids"].index(r["category_id"])]
         x, y, w, h = r["bbox"]
         limit = (80, 60) if r["file_name"] == "im0.jpg" else (64, 72)
         assert w >= 0 and h >= 0 and x + w <= limit[0] + 1e-3 and y + h <= limit[1] + 1e-3

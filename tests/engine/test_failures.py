@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+import yaml
 from torch.utils.data._utils import ExceptionWrapper
 
 from conftest import load_config_for, run_tiny, write_config
@@ -112,3 +113,39 @@ def test_evaluation_line_and_curves_show_every_tasks_primary_numbers():
     curves = eval_curves([{"iter": 5, "eval": results}, {"iter": 10, "eval": results}], max_curves=2)
     assert {"bbox/AP", "bbox/AP50", "bbox/AP75", "segm/AP", "segm/AP50", "segm/AP75"} <= set(curves)
     assert curves["segm/AP"] == [(5, 37.5), (10, 37.5)] and not any("per_" in k for k in curves)
+
+
+def test_ctrl_c_during_the_final_evaluation_keeps_model_final_and_says_so(tmp_path, capsys, monkeypatch):
+    """The first Ctrl-C during the final evaluation stops it at once (exit 130), with one line saying
+    that training had finished and model_final.pth is saved, and how to evaluate it."""
+    import signal
+
+    import sys
+
+    import tiny_task
+    from engine.launch import run_tool
+
+    real = TinyTask.evaluate
+
+    def evaluate_and_interrupt(self, model):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, model)
+
+    monkeypatch.setattr(TinyTask, "evaluate", evaluate_and_interrupt)
+    cfg = {"seed": 0, "output_dir": str(tmp_path / "run"), "data": {"num_workers": 0, "num_train": 16, "num_val": 8},
+           "solver": {"base_lr": 0.05, "ims_per_batch": 8, "max_iter": 2, "checkpoint_period": 1},
+           "test": {"eval_period": 0, "ims_per_batch": 8},
+           "logging": {"log_period": 1, "tensorboard": False, "progress_bar": False}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(sys, "argv", [tiny_task.__file__, "--config", str(path)])
+    with pytest.raises(SystemExit) as stop:
+        run_tool(tiny_task.main)
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    final = tmp_path / "run" / "model_final.pth"
+    assert lines[0].startswith(f"error: interrupted during the final evaluation: training had finished and {final} "
+                               "is saved") and "--eval-only" in lines[0] and "not started" not in lines[0]
+    assert final.is_file() and not (tmp_path / "run" / "results.json").exists()

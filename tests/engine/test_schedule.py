@@ -120,3 +120,23 @@ def test_schedule_warnings_name_what_never_takes_effect():
     assert warm == ["solver.warmup_iters 3 >= solver.max_iter 3: the whole run is warm-up, the learning rate "
                     "never reaches base_lr; set warmup_iters below max_iter"]
     assert schedule_warnings(dataclasses.replace(s, steps=[], warmup_iters=2)) == []
+
+
+def test_command_line_schedule_values_are_taken_as_typed(tmp_path):
+    """solver.max_iter=150 on the command line runs 150 iterations whatever reference_batch says; the
+    config file's own values still rescale (docs/configs.md), and the schedule line says which kept."""
+    from engine.config import RunConfig, load_config, overridden_keys
+    from engine.trainer import describe_schedule
+
+    path = tmp_path / "c.yaml"
+    path.write_text("solver: {base_lr: 0.02, ims_per_batch: 4, reference_batch: 16, max_iter: 1000, "
+                    "steps: [800], warmup_iters: 100}\n")
+    cfg = load_config(RunConfig, str(path), ["solver.max_iter=150"])
+    assert overridden_keys(cfg) == {"solver.max_iter"}
+    solver, _ = scale_for_batch(cfg.solver, cfg.test, overridden_keys(cfg))
+    assert solver.max_iter == 150  # as typed, not 600
+    assert solver.steps == [3200] and solver.warmup_iters == 400 and solver.base_lr == pytest.approx(0.005)
+    line = describe_schedule(cfg.solver, solver, 0, overridden_keys(cfg))
+    assert line.startswith("150 iterations of 4 images") and "except solver.max_iter given on the command line" in line
+    from_file = load_config(RunConfig, str(path))
+    assert scale_for_batch(from_file.solver, from_file.test, overridden_keys(from_file))[0].max_iter == 4000
