@@ -2,7 +2,7 @@
 
 :func:`clean_coco` takes a COCO json (a dict) and returns the records that can be used, with every
 record left out counted by reason (and a few examples). The same function serves
-:func:`detection.coco.load_coco_json` (training and validation sets, segmentation's COCO label maps),
+:func:`detection.coco.load_coco` (training and validation sets, segmentation's COCO label maps),
 :mod:`detection.evaluation` (the ground truth of every COCO evaluation) and
 :mod:`detection.dataset_check` (which names every record), so the three never disagree about what a
 dataset holds. See docs/ARCHITECTURE.md (COCO primitives).
@@ -46,12 +46,17 @@ DROPPED = OrderedDict([
     ("malformed_bbox", "bbox is not [x, y, w, h] of finite numbers (null, NaN, text, wrong length)"),
     ("empty_bbox", "boxes of zero or negative width or height"),
     ("bbox_outside_image", "boxes wholly outside their image (nothing left after clipping)"),
+    ("no_usable_annotation", "images left with no usable annotation: the file gives them annotations and every "
+                             "one was dropped (left out of training and evaluation: they are not pictures of "
+                             "nothing; an image without any annotation in the file stays, as background)"),
 ])
 REPAIRED = OrderedDict([
     ("bad_polygon", "polygons with fewer than 3 points, an odd number of coordinates or non-numbers (the "
                     "polygon is removed; an instance left without one has no mask)"),
     ("bad_rle", "RLE masks whose size differs from the image or whose run lengths do not cover it (the mask "
                 "is removed, the box kept)"),
+    ("polygon_outside_image", "polygons lying wholly outside their image (removed like boxes outside it; an "
+                              "instance left without a polygon has no mask)"),
     ("missing_area", "annotations without a numeric area (the box area w*h is used)"),
 ])
 NOTED = OrderedDict([
@@ -79,6 +84,29 @@ class CleanedCoco:
         self.annotations_in_file = 0
         self.images_in_file = 0
         self.missing_annotations = False
+        self.num_images = 0  # kept image records
+        self.num_annotations = 0  # kept annotations
+
+    _META_KEYS = ("source", "max_examples", "annotations_in_file", "images_in_file", "missing_annotations",
+                  "num_images", "num_annotations")
+
+    def to_meta(self) -> dict:
+        """Everything but ``data``, json-able (what :mod:`engine.cache` stores beside the arrays)."""
+        meta = {k: getattr(self, k) for k in self._META_KEYS}
+        meta.update(counts=dict(self.counts), examples=self.examples)
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict, source: Optional[str] = None) -> "CleanedCoco":
+        """The report :meth:`to_meta` wrote (``data`` left empty: the records live in flat arrays)."""
+        report = cls(meta["source"], meta["max_examples"])
+        for k in cls._META_KEYS:
+            setattr(report, k, meta[k])
+        report.counts.update(meta["counts"])
+        report.examples = {k: list(v) for k, v in meta["examples"].items()}
+        if source is not None:
+            report.source = source
+        return report
 
     def add(self, reason: str, example: str) -> None:
         self.counts[reason] += 1
@@ -88,7 +116,8 @@ class CleanedCoco:
 
     def dropped(self, annotations_only: bool = True) -> Dict[str, int]:
         """{reason: n} of the dropped records (by default the annotation reasons only)."""
-        image_or_category = ("bad_image_record", "duplicate_image_id", "bad_category_record", "duplicate_category_id")
+        image_or_category = ("bad_image_record", "duplicate_image_id", "bad_category_record", "duplicate_category_id",
+                             "no_usable_annotation")
         return {r: self.counts[r] for r in DROPPED
                 if self.counts[r] and not (annotations_only and r in image_or_category)}
 
@@ -98,7 +127,7 @@ class CleanedCoco:
 
     def summary(self) -> str:
         """One line: what is kept, and every reason that dropped or repaired something, with counts."""
-        kept = f"{len(self.data.get('images', []))} images, {len(self.data.get('annotations', []))} annotations"
+        kept = f"{self.num_images} images, {self.num_annotations} annotations"
         changed = [f"{n} {r}" for r, n in self.counts.items() if n and r in DROPPED]
         repaired = [f"{n} {r}" for r, n in self.counts.items() if n and r in REPAIRED]
         text = f"{self.source}: {kept}"
@@ -123,7 +152,7 @@ class CleanedCoco:
         if dropped_by:  # the first record of the commonest reason, so that the line names one
             top = max(dropped_by, key=dropped_by.get)
             reasons += f"; e.g. {self.examples[top][0]}"
-        if not self.data["annotations"]:
+        if not self.num_annotations:
             raise DataError(f"{where}: none of its {self.annotations_in_file} annotations is usable"
                             + (f" ({reasons})" if reasons else "") + f"; {hint}")
         dropped = self.dropped_annotations
@@ -194,6 +223,12 @@ def rle_is_valid(rle: dict, height: Optional[int] = None, width: Optional[int] =
     return sum(counts) == size[0] * size[1]
 
 
+def _polygon_meets_image(p: list, width: int, height: int) -> bool:
+    """True when the polygon's bounding box overlaps the image (the rule boxes are held to)."""
+    xs, ys = p[0::2], p[1::2]
+    return min(max(xs), width) > max(min(xs), 0) and min(max(ys), height) > max(min(ys), 0)
+
+
 def _clean_segmentation(segm, img: dict, where: str, report: CleanedCoco):
     """(segmentation to keep, changed?) for an annotation's ``segmentation``."""
     if isinstance(segm, list):
@@ -202,11 +237,18 @@ def _clean_segmentation(segm, img: dict, where: str, report: CleanedCoco):
             return segm, False
         good = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                 and all(_is_number(v) for v in p)]
-        if len(good) != len(segm):
+        changed = len(good) != len(segm)
+        if changed:
             bad = next(p for p in segm if p not in good)
             report.add("bad_polygon", f"{where}: polygon {str(bad)[:60]} ({len(good)} of {len(segm)} kept)")
-            return good, True
-        return segm, False
+        W, H = img["width"], img["height"]
+        inside = [p for p in good if _polygon_meets_image(p, W, H)]
+        if len(inside) != len(good):
+            out = next(p for p in good if p not in inside)
+            report.add("polygon_outside_image", f"{where}: polygon {str(out)[:60]} lies outside the {W}x{H} "
+                                                f"(w x h) image ({len(inside)} of {len(segm)} kept)")
+            return inside, True
+        return (good, True) if changed else (segm, False)
     if isinstance(segm, dict):
         if rle_is_valid(segm, img["height"], img["width"]):
             return segm, False
@@ -220,6 +262,39 @@ def _clean_segmentation(segm, img: dict, where: str, report: CleanedCoco):
         return [], True
     report.add("bad_polygon", f"{where}: a {type(segm).__name__} is no segmentation")
     return [], True
+
+
+def _drop_reason(ann: dict, img: Optional[dict], categories: dict, seen: set, dropped_image_ids: set,
+                 where: str, i: int, report: CleanedCoco) -> Optional[str]:
+    """The reason (counted, with an example) an annotation record is dropped, or None to keep it."""
+    if ann["id"] in seen:
+        report.add("duplicate_annotation_id", f"annotation id {ann['id']} (annotations[{i}])")
+        return "duplicate_annotation_id"
+    seen.add(ann["id"])
+    if img is None:
+        dropped_record = isinstance(ann["image_id"], (int, str)) and ann["image_id"] in dropped_image_ids
+        note = " (its image record was dropped)" if dropped_record else ""
+        report.add("unknown_image_id", where + note)
+        return "unknown_image_id"
+    if not _is_int(ann["category_id"]) or ann["category_id"] not in categories:
+        report.add("unknown_category_id", f"{where}: category_id {ann['category_id']!r}")
+        return "unknown_category_id"
+    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), bool):
+        report.add("bad_iscrowd", f"{where}: iscrowd {ann.get('iscrowd')!r}")
+        return "bad_iscrowd"
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        report.add("malformed_bbox", f"{where}: bbox {bbox!r}")
+        return "malformed_bbox"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        report.add("empty_bbox", f"{where}: bbox {bbox}")
+        return "empty_bbox"
+    W, H = img["width"], img["height"]
+    if min(x + w, W) <= max(x, 0) or min(y + h, H) <= max(y, 0):
+        report.add("bbox_outside_image", f"{where}: bbox {bbox}, image {W}x{H} (w x h)")
+        return "bbox_outside_image"
+    return None
 
 
 def clean_coco(data, source: str = "annotations", max_examples: int = 5) -> CleanedCoco:
@@ -263,41 +338,25 @@ def clean_coco(data, source: str = "annotations", max_examples: int = 5) -> Clea
 
     kept: List[dict] = []
     seen = set()
+    in_file: Counter = Counter()  # image id: annotations of the file pointing at it
+    dropped_of: Dict[int, Counter] = {}  # image id: {reason: n} of its dropped annotations
     for i, ann in enumerate(annotations):
         if not (isinstance(ann, dict) and _is_int(ann.get("id")) and "image_id" in ann and "category_id" in ann):
             report.add("bad_annotation_record", f"annotations[{i}]: {str(ann)[:120]}")
             continue
         where = f"annotation id {ann['id']} (image id {ann['image_id']!r})"
-        if ann["id"] in seen:
-            report.add("duplicate_annotation_id", f"annotation id {ann['id']} (annotations[{i}])")
-            continue
-        seen.add(ann["id"])
         img = images.get(ann["image_id"]) if _is_int(ann["image_id"]) else None
-        if img is None:
-            dropped_record = isinstance(ann["image_id"], (int, str)) and ann["image_id"] in dropped_image_ids
-            note = " (its image record was dropped)" if dropped_record else ""
-            report.add("unknown_image_id", where + note)
+        if img is not None:
+            in_file[img["id"]] += 1
+        reason = _drop_reason(ann, img, categories, seen, dropped_image_ids, where, i, report)
+        if reason is not None:
+            if img is not None:
+                dropped_of.setdefault(img["id"], Counter())[reason] += 1
             continue
-        if not _is_int(ann["category_id"]) or ann["category_id"] not in categories:
-            report.add("unknown_category_id", f"{where}: category_id {ann['category_id']!r}")
-            continue
-        if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), bool):
-            report.add("bad_iscrowd", f"{where}: iscrowd {ann.get('iscrowd')!r}")
-            continue
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            report.add("malformed_bbox", f"{where}: bbox {bbox!r}")
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            report.add("empty_bbox", f"{where}: bbox {bbox}")
-            continue
+        x, y, w, h = ann["bbox"]
         W, H = img["width"], img["height"]
-        if min(x + w, W) <= max(x, 0) or min(y + h, H) <= max(y, 0):
-            report.add("bbox_outside_image", f"{where}: bbox {bbox}, image {W}x{H} (w x h)")
-            continue
         if x < 0 or y < 0 or x + w > W or y + h > H:
-            report.add("bbox_clipped", f"{where}: bbox {bbox}, image {W}x{H} (w x h)")
+            report.add("bbox_clipped", f"{where}: bbox {ann['bbox']}, image {W}x{H} (w x h)")
         fixes = {}
         if "segmentation" in ann:
             segm, changed = _clean_segmentation(ann["segmentation"], img, where, report)
@@ -308,7 +367,14 @@ def clean_coco(data, source: str = "annotations", max_examples: int = 5) -> Clea
             fixes["area"] = float(w * h)
         kept.append(dict(ann, **fixes) if fixes else ann)
 
+    for image_id, n in in_file.items():
+        reasons = dropped_of.get(image_id)
+        if reasons is not None and sum(reasons.values()) == n:  # every annotation it had was dropped
+            img = images.pop(image_id)
+            why = ", ".join(f"{k} {r}" for r, k in reasons.items())
+            report.add("no_usable_annotation", f"image id {image_id} ({img['file_name']}): {why}")
     report.images_in_file = len(data["images"])
     report.annotations_in_file = len(annotations)
     report.data = dict(data, images=list(images.values()), annotations=kept, categories=list(categories.values()))
+    report.num_images, report.num_annotations = len(images), len(kept)
     return report

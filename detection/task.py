@@ -14,7 +14,7 @@ from engine.data import DataError, build_inference_loader
 from engine.dist import is_main_process
 
 from .batching import collate_detection
-from .coco import category_names, load_coco_json, used_category_ids
+from .coco import load_coco
 from .build import build_detector
 from .coco_dataset import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
@@ -103,25 +103,25 @@ class DetectionTask:
         train_ids = set(self._train_set.id_to_contiguous)
         for i, d in enumerate(c.data.val):
             where = f"data.val[{i}] {d.json}"
-            coco = load_coco_json(d.json, c.data.max_dropped_fraction)
-            missing = [img["file_name"] for img in coco.dataset["images"]
-                       if not os.path.isfile(os.path.join(d.images, img["file_name"]))]
+            index = load_coco(d.json, c.data.max_dropped_fraction, log=is_main_process())
+            missing = [name for name in map(index.file_name, range(index.num_images))
+                       if not os.path.isfile(os.path.join(d.images, name))]
             if missing:
-                raise DataError(f"{where}: {len(missing)} of {len(coco.dataset['images'])} image files not found in "
+                raise DataError(f"{where}: {len(missing)} of {index.num_images} image files not found in "
                                 f"{d.images} (e.g. {missing[0]}); fix data.val[{i}].images or the file_name entries")
-            unknown = sorted(used_category_ids(coco) - train_ids)
+            unknown = sorted(index.used_category_ids() - train_ids)
             if unknown:
-                names = category_names(coco)
+                names = index.category_names()
                 listed = ", ".join(f"{u} '{names.get(u, '?')}'" for u in unknown[:10])
                 raise DataError(f"{where}: annotations use category ids {listed} that the training label space "
                                 f"({sorted(train_ids)[:20]}) does not have, so evaluation would count them as misses; "
                                 "give both jsons the same category ids")
             if is_main_process():
-                (logger.warning if coco.cleaning.dropped(annotations_only=False) else logger.info)(
-                    "validation set %s", coco.cleaning.summary())
+                (logger.warning if index.cleaning.dropped(annotations_only=False) else logger.info)(
+                    "validation set %s", index.cleaning.summary())
             if i == 0 and self._val_set is None:
                 self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True, skip_bad=False,
-                                              category_map=self._train_set.id_to_contiguous, coco=coco)
+                                              category_map=self._train_set.id_to_contiguous, index=index)
 
     def _resolve_num_classes(self) -> None:
         """model.num_classes=auto: the training data's categories (training), else the checkpoint's
@@ -153,7 +153,7 @@ class DetectionTask:
             self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True,
                                           skip_bad=False, max_dropped_fraction=self.cfg.data.max_dropped_fraction)
             if self.weights_labels is not None:  # evaluation of a checkpoint: its label space must cover the json
-                unknown = sorted(used_category_ids(self._val_set.coco) - set(self.weights_labels["category_ids"]))
+                unknown = sorted(self._val_set.index.used_category_ids() - set(self.weights_labels["category_ids"]))
                 if unknown:
                     raise DataError(f"data.val[0] {d.json}: annotations use category ids {unknown[:10]} that "
                                     f"{self.cfg.model.weights} does not predict (its ids: "
@@ -217,7 +217,7 @@ class DetectionTask:
         iou_types = ("bbox", "segm") if self.cfg.model.mask else ("bbox",)
         if self._ground_truth is None:
             # the records the validation set already read and cleaned, not the json again at every evaluation
-            self._ground_truth = prepare_ground_truth(dataset.coco)
+            self._ground_truth = prepare_ground_truth(dataset.index)
         evaluator = COCOEvaluator(self._ground_truth, iou_types, backend=self.cfg.test.backend,
                                   contiguous_to_id=self.contiguous_to_id())
         from engine.dist import get_world_size
