@@ -39,8 +39,20 @@ __all__ = ["read_json", "load_coco", "CocoIndex", "contiguous_category_map", "re
 
 _REMEDY = "replace the file or remove the image from the dataset (data.skip_bad=true skips and counts such images)"
 _MISSING = "check the images directory or the file_name in the annotation json"
-# What the cache key holds besides the file: bump when the cleaning or the arrays change.
-_FORMAT = {"format": 1, "max_examples": 5}
+# What the cache key holds besides the file: the cleaning options and the code that makes the arrays
+# (a digest of detection/annotations.py and detection/coco_arrays.py, so that a changed rule rebuilds).
+_MAX_EXAMPLES = 5
+
+
+def _cache_options() -> dict:
+    import hashlib
+
+    from . import annotations, coco_arrays
+    code = hashlib.blake2b(digest_size=8)
+    for module in (annotations, coco_arrays):
+        with open(module.__file__, "rb") as f:
+            code.update(f.read())
+    return {"max_examples": _MAX_EXAMPLES, "code": code.hexdigest()}
 
 
 def read_json(json_path: str):
@@ -96,7 +108,7 @@ class CocoIndex:
     def describe(self) -> str:
         """The start-of-run line: where the annotations came from and what they cost."""
         return (f"{self.json_path}: {self.entry.describe()}, {self.num_images:,} images, "
-                f"{self.num_annotations:,} annotations")
+                f"{self.num_annotations:,} annotations, {self.entry.describe_size()}")
 
     def category_names(self) -> Dict[int, str]:
         """{category id: name} (a category without a name is called by its id)."""
@@ -174,11 +186,11 @@ def load_coco(json_path: str, max_dropped_fraction: Optional[float] = None,
         raise DataError(f"{json_path}: annotation file not found")
 
     def build():
-        cleaning = clean_coco(read_json(json_path), json_path, _FORMAT["max_examples"])
+        cleaning = clean_coco(read_json(json_path), json_path, _MAX_EXAMPLES)
         arrays = flatten_coco(cleaning.data)
         return arrays, {"categories": cleaning.data["categories"], "cleaning": cleaning.to_meta()}
 
-    index = CocoIndex(json_path, cached_arrays("coco", json_path, _FORMAT, build))
+    index = CocoIndex(json_path, cached_arrays("coco", json_path, _cache_options(), build))
     if log:
         logger.info("annotations: %s", index.describe())
     index.cleaning.require_usable(1.0 if max_dropped_fraction is None else max_dropped_fraction, key)

@@ -85,7 +85,10 @@ class DatasetReport:
         lines = [f"{self.json_path}: {head}" if head else self.json_path]
         for code, (severity, meaning) in PROBLEMS.items():
             if self.counts[code]:
-                lines.append(f"{severity.upper():8s} {code} ({self.counts[code]}): {meaning}")
+                n = self.counts[code]
+                if code == "no_usable_annotation":
+                    meaning = f"{n} images left with no usable annotation: " + meaning
+                lines.append(f"{severity.upper():8s} {code} ({n}): {meaning}")
                 if code not in ONE_LINE:
                     lines.extend(f"    {e}" for e in self.examples.get(code, []))
         counts = {sev: self.count(sev) for sev in SEVERITIES}

@@ -116,12 +116,34 @@ class DetectionTask:
                 raise DataError(f"{where}: annotations use category ids {listed} that the training label space "
                                 f"({sorted(train_ids)[:20]}) does not have, so evaluation would count them as misses; "
                                 "give both jsons the same category ids")
+            self._check_category_names(index, where)
             if is_main_process():
                 (logger.warning if index.cleaning.dropped(annotations_only=False) else logger.info)(
                     "validation set %s", index.cleaning.summary())
             if i == 0 and self._val_set is None:
                 self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True, skip_bad=False,
                                               category_map=self._train_set.id_to_contiguous, index=index)
+
+    def _check_category_names(self, index, where: str) -> None:
+        """A category id named differently in the validation json than in training's stops the run
+        (one line, both names, both files), unless data.categories_by_id says the ids rule."""
+        train = self._train_set
+        train_names = dict(zip((train.contiguous_to_id[i] for i in range(1, len(train.class_names) + 1)),
+                               train.class_names))
+        differ = [(i, train_names[i], n) for i, n in sorted(index.category_names().items())
+                  if i in train_names and n != train_names[i]]
+        if not differ:
+            return
+        i, train_name, val_name = differ[0]
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        train_json = self.cfg.data.train[0].json
+        if not self.cfg.data.categories_by_id:
+            raise DataError(f"{where}: category id {i} is '{val_name}' there but '{train_name}' in {train_json}"
+                            f"{more}; give both files the same names, or set data.categories_by_id=true if the "
+                            "ids are what matches")
+        if is_main_process():
+            logger.warning("%s: category id %d is '%s' there but '%s' in %s%s; matched by id "
+                           "(data.categories_by_id=true)", where, i, val_name, train_name, train_json, more)
 
     def _resolve_num_classes(self) -> None:
         """model.num_classes=auto: the training data's categories (training), else the checkpoint's

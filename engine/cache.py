@@ -16,7 +16,8 @@ Usage::
                           build=lambda: (arrays_dict, meta_dict))
     entry.arrays["boxes"]   # a read-only np.memmap (or an in-memory array for an empty one)
     entry.meta              # the json-able dict ``build`` returned
-    entry.describe()        # "cache hit (/root/.cache/reskit/coco/...), 310 MB" / "parsed in 41.2 s, cached ..."
+    entry.describe()        # "cache hit (/root/.cache/reskit/coco/...)" / "parsed in 41.2 s, cached for the next run (...)"
+    entry.describe_size()   # "310 MB shared by 2 ranks"
 
 The key of an entry is the source's absolute path, its size, its mtime and a blake2b digest of its
 content (≈1 GB/s: under a second for a 400 MB json), plus ``kind`` and ``options`` (everything that
@@ -106,16 +107,22 @@ class CacheEntry:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
     def describe(self) -> str:
-        """One phrase for the run's start: where the data came from and what it costs."""
-        size = f"{self.nbytes / 1e6:,.0f} MB" if self.nbytes >= 1e6 else f"{self.nbytes / 1e3:,.0f} kB"
-        ranks = local_world_size()
-        shared = f"{size} shared by {ranks} ranks" if ranks > 1 and self.path else size
+        """Where the arrays came from: "cache hit (<path>)", "parsed in 41.2 s, cached for the next run
+        (<path>)" or "parsed in 41.2 s, not cached (<why>)"."""
         if self.hit:
-            return f"cache hit ({self.path}), {shared}"
+            return f"cache hit ({self.path})"
         why = "" if self.reason in ("", "new") else f" ({self.reason})"
         if self.path:
-            return f"parsed in {self.seconds:.1f} s{why}, cached for the next run ({self.path}), {shared}"
-        return f"parsed in {self.seconds:.1f} s{why}, not cached, {size}"
+            return f"parsed in {self.seconds:.1f} s{why}, cached for the next run ({self.path})"
+        return f"parsed in {self.seconds:.1f} s, not cached ({self.reason})"
+
+    def describe_size(self) -> str:
+        """What the arrays cost: "310 MB shared by 2 ranks" (memory-mapped, one copy per machine)."""
+        size = f"{self.nbytes / 1e6:,.0f} MB" if self.nbytes >= 1e6 else f"{self.nbytes / 1e3:,.0f} kB"
+        ranks = local_world_size()
+        if self.path and ranks > 1:
+            return f"{size} shared by {ranks} ranks"
+        return size + (", memory-mapped" if self.path else " in memory")
 
     def __getstate__(self):
         if self.path is None:
