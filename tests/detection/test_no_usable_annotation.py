@@ -93,6 +93,10 @@ def test_polygons_outside_the_image_are_dropped_and_counted(tmp_path):
     kept = {a["id"]: a["segmentation"] for a in cleaning.data["annotations"]}
     assert kept == {1: [[2, 2, 12, 2, 12, 12]], 2: []}
     assert "polygon [100, 100, 120, 100, 120, 120] lies outside the 40x30" in cleaning.examples["polygon_outside_image"][0]
+    # a non-finite coordinate (the standard library reads NaN) is a bad polygon, checked in the same pass
+    data["annotations"][0]["segmentation"] = [[2, 2, 12, 2, 12, float("nan")], [2, 2, 12, 2, 12, 12]]
+    cleaning = clean_coco(data, "x.json")
+    assert cleaning.counts["bad_polygon"] == 1 and cleaning.data["annotations"][0]["segmentation"] == [[2, 2, 12, 2, 12, 12]]
 
 
 def test_renamed_validation_category_stops_unless_ids_rule(fruit, tmp_path, caplog):
