@@ -79,8 +79,11 @@ def local_world_size() -> int:
 
 def file_digest(path: str) -> str:
     """blake2b digest (hex, 16 bytes) of the file's content."""
+    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _hash_text(*parts: str) -> str:
