@@ -197,6 +197,18 @@ def _all_numbers(values: list) -> bool:
     return all(_is_number(v) for v in values)
 
 
+def _box_numbers(bbox: list) -> bool:
+    """``_all_numbers`` for the four values of a box, written out: it runs once per annotation."""
+    x, y, w, h = bbox
+    try:
+        if type(x) in _PLAIN_NUMBERS and type(y) in _PLAIN_NUMBERS and type(w) in _PLAIN_NUMBERS \
+                and type(h) in _PLAIN_NUMBERS and math.isfinite(x + y + w + h):
+            return True
+    except OverflowError:
+        pass
+    return all(_is_number(v) for v in bbox)  # unusual types, or a sum past the float range
+
+
 def _rle_string_counts(s: str) -> Optional[List[int]]:
     """The run lengths of a compressed RLE string, decoded as pycocotools' ``rleFrString`` does
     (written out because pycocotools decodes a corrupt string into uninitialised memory instead of
@@ -264,6 +276,10 @@ def _polygon_meets_image(p: list, width: int, height: int) -> bool:
     """True when the polygon's bounding box overlaps the image (the rule boxes are held to)."""
     xs, ys = p[0::2], p[1::2]
     return min(max(xs), width) > max(min(xs), 0) and min(max(ys), height) > max(min(ys), 0)
+
+
+def _well_formed(p) -> bool:
+    return type(p) is list and len(p) >= 6 and not len(p) % 2
 
 
 def _check_polygons(kept: List[dict], pending: List[int], sizes: List[tuple], images: Dict[int, dict],
@@ -354,7 +370,7 @@ def _drop_reason(ann: dict, img: Optional[dict], categories: dict, seen: set, dr
         report.add("bad_iscrowd", f"{where}: iscrowd {ann.get('iscrowd')!r}")
         return "bad_iscrowd"
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and _all_numbers(bbox)):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and _box_numbers(bbox)):
         report.add("malformed_bbox", f"{where}: bbox {bbox!r}")
         return "malformed_bbox"
     x, y, w, h = bbox
@@ -418,7 +434,8 @@ def clean_coco(data, source: str = "annotations", max_examples: int = 5) -> Clea
             report.add("bad_annotation_record", f"annotations[{i}]: {str(ann)[:120]}")
             continue
         where = _Where(ann)
-        img = images.get(ann["image_id"]) if _is_int(ann["image_id"]) else None
+        image_id = ann["image_id"]
+        img = images.get(image_id) if type(image_id) is int or _is_int(image_id) else None
         if img is not None:
             in_file[img["id"]] += 1
         reason = _drop_reason(ann, img, categories, seen, dropped_image_ids, where, i, report)
@@ -433,7 +450,7 @@ def clean_coco(data, source: str = "annotations", max_examples: int = 5) -> Clea
         fixes = {}
         if "segmentation" in ann:
             segm = ann["segmentation"]
-            if type(segm) is list and segm and all(type(p) is list and len(p) >= 6 and not len(p) % 2 for p in segm):
+            if type(segm) is list and segm and (_well_formed(segm[0]) if len(segm) == 1 else all(map(_well_formed, segm))):
                 pending.append(len(kept))  # well-formed polygons: their numbers and bounds are checked below, at once
                 pending_size.append((W, H, len(segm)))
             else:

@@ -18,6 +18,8 @@ No torch here: ``tools/check_dataset.py`` and ``tools/eval_coco.py`` start witho
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -61,17 +63,32 @@ def read_json(json_path: str):
         raise DataError(f"{json_path}: annotation file not found")
     with open(json_path, "rb") as f:
         raw = f.read()
+    with gc_paused():
+        try:
+            import orjson
+            return orjson.loads(raw)
+        except ImportError:
+            pass
+        except ValueError:  # NaN literals, integers past 64 bits: the standard library reads those (or says why not)
+            pass
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{json_path}: not valid JSON ({e}); run tools/check_dataset.py on it") from None
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's garbage collector while the millions of lists and dicts of a COCO file are made
+    and walked: none of them can be garbage yet, and its passes over them were 40% of the parse
+    and a third of the cleaning."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        import orjson
-        return orjson.loads(raw)
-    except ImportError:
-        pass
-    except ValueError:  # NaN literals, integers past 64 bits: the standard library reads those (or says why not)
-        pass
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{json_path}: not valid JSON ({e}); run tools/check_dataset.py on it") from None
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class CocoIndex:
@@ -186,8 +203,9 @@ def load_coco(json_path: str, max_dropped_fraction: Optional[float] = None,
         raise DataError(f"{json_path}: annotation file not found")
 
     def build():
-        cleaning = clean_coco(read_json(json_path), json_path, _MAX_EXAMPLES)
-        arrays = flatten_coco(cleaning.data)
+        with gc_paused():
+            cleaning = clean_coco(read_json(json_path), json_path, _MAX_EXAMPLES)
+            arrays = flatten_coco(cleaning.data)
         return arrays, {"categories": cleaning.data["categories"], "cleaning": cleaning.to_meta()}
 
     index = CocoIndex(json_path, cached_arrays("coco", json_path, _cache_options(), build))
