@@ -26,7 +26,7 @@ options give another key: the entry is rebuilt, ``entry.reason`` says why ("the 
 was cached" / "other options"), and the stale entry (same source and options, old content) is removed.
 
 Where: ``$RESKIT_CACHE`` (default ``~/.cache/reskit``), one folder per entry under ``<kind>/``.
-``RESKIT_CACHE=off`` builds in memory every time (nothing written). A cache folder that cannot be
+``RESKIT_NO_CACHE=1`` builds in memory every time (nothing written). A cache folder that cannot be
 written is said once and the arrays are kept in memory.
 
 Safety: an entry is written into a temporary folder beside its final place and renamed into it
@@ -62,10 +62,11 @@ _META = "meta.json"
 
 
 def cache_root() -> Optional[str]:
-    """The cache folder (``$RESKIT_CACHE``, default ``~/.cache/reskit``); None when caching is off."""
-    root = os.environ.get("RESKIT_CACHE", "")
-    if root.strip().lower() in ("off", "0", "false", "none", "no"):
+    """The cache folder (``$RESKIT_CACHE``, default ``~/.cache/reskit``); None when ``RESKIT_NO_CACHE``
+    is set (to anything but 0 / empty)."""
+    if os.environ.get("RESKIT_NO_CACHE", "").strip() not in ("", "0"):
         return None
+    root = os.environ.get("RESKIT_CACHE", "")
     return os.path.abspath(os.path.expanduser(root or os.path.join("~", ".cache", "reskit")))
 
 

@@ -13,6 +13,7 @@ from engine.cache import cache_root, cached_arrays
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RESKIT_NO_CACHE", raising=False)
 
 
 def _source(tmp_path, text="abc"):
@@ -57,7 +58,7 @@ def test_changed_file_or_options_rebuild_and_say_so(tmp_path):
 
 
 def test_cache_off_builds_in_memory(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESKIT_CACHE", "off")
+    monkeypatch.setenv("RESKIT_NO_CACHE", "1")
     calls = []
     entry = cached_arrays("t", _source(tmp_path), {}, _builder(calls))
     entry = cached_arrays("t", _source(tmp_path), {}, _builder(calls))
