@@ -56,7 +56,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cache_root", "file_digest", "cached_arrays", "CacheEntry", "local_world_size"]
+__all__ = ["cache_root", "file_digest", "cached_arrays", "CacheEntry", "local_world_size", "release_heap"]
 
 _META = "meta.json"
 
@@ -185,6 +185,17 @@ def _write_entry(path: str, arrays: Dict[str, np.ndarray], meta: dict) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def release_heap() -> None:
+    """Hand the heap that a parse freed back to the operating system (glibc's ``malloc_trim``): the
+    builder's dicts and lists are gone, but glibc keeps their pages, which a 10k-image COCO json
+    left at +60 MB of RSS in the building process (and forked workers would inherit). No-op elsewhere."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def _locked(lock_path: str) -> Iterator[None]:
     try:
@@ -251,5 +262,7 @@ def cached_arrays(kind: str, source: str, options: dict,
             if n.startswith(f"{source_key}-{options_key}-"):
                 shutil.rmtree(os.path.join(folder, n), ignore_errors=True)
         found = _read_entry(path)
-        mapped = found[0] if found is not None else arrays
-        return CacheEntry(mapped, meta, path, False, seconds, reason)
+        if found is not None:
+            arrays = found[0]  # the built copy is freed: every process maps the file
+            release_heap()
+        return CacheEntry(arrays, meta, path, False, seconds, reason)
