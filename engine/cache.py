@@ -37,6 +37,11 @@ then map what it wrote; no process group is needed, so this works before ``torch
 initialised and in tools without torch. Should two writers race anyway (a filesystem without locks),
 the second rename fails and that writer uses the entry already in place.
 
+The builder runs in a forked child process (where ``fork`` exists): the parse's millions of
+short-lived objects never enter the heap of the rank that asked, so it stays as small as the ranks
+that only map, and so do the loader workers it forks. After an in-process build (no ``fork``) the
+freed heap is handed back with ``malloc_trim``.
+
 An entry pickles as its folder's path, so a DataLoader worker started with ``spawn`` maps the files
 again instead of receiving a copy of the arrays. No torch here.
 """
