@@ -167,3 +167,18 @@ def test_the_start_says_where_the_annotations_came_from(tmp_path, monkeypatch, c
     caplog.clear()
     ConcatCocoDetection.from_files([(path, str(tmp_path / "images"))])
     assert "(the file changed since it was cached), cached for the next run" in caplog.text
+
+
+def test_a_spawned_worker_maps_the_cache_instead_of_receiving_the_arrays(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "cache"))
+    path = _json(str(tmp_path))
+    ds = CocoDetection(path, str(tmp_path / "images"), with_masks=True)
+    data = pickle.dumps(ds)
+    assert b"poly_coords" not in data  # the arrays stay in the cache's files
+    again = pickle.loads(data)
+    assert isinstance(again.index.poly_coords, np.memmap)
+    for i in range(len(ds)):
+        a, b = ds.targets(i), again.targets(i)
+        assert a["boxes"].tobytes() == b["boxes"].tobytes() and a["segmentations"] == b["segmentations"]
