@@ -30,9 +30,8 @@ from torch import Tensor, nn
 from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
-from engine.dist import get_world_size, is_main_process
+from engine.dist import get_world_size, is_main_process, reduce_sum_tensor
 from engine.logger import dataset_summary
-from engine.sampler import gather_in_order
 
 from backbones.build import build_classifier
 from .data import build_classification_set
@@ -248,10 +247,11 @@ class ClassificationTask:
         device = next(model.parameters()).device
         per_rank = max(1, test.ims_per_batch // get_world_size())
         loader = build_inference_loader(self.val_set, per_rank, collate_eval, self.cfg.data.num_workers)
-        local: List[tuple] = []
-        skipped = 0
+        # top-1 hits, top-5 hits, images, skipped: four counts per rank, summed over the ranks (no
+        # rank holds another's per-image results)
+        counts = torch.zeros(4, dtype=torch.float64)
         for batch in loader:
-            skipped += batch["skipped"]
+            counts[3] += batch["skipped"]
             labels = batch["labels"]
             if not len(labels):
                 continue
@@ -263,18 +263,18 @@ class ClassificationTask:
             else:
                 scores = center_scores(model, images.to(device), self.normalize)
             hits = topk_correct(scores.float().cpu(), labels, (1, 5))
-            local += list(zip(hits[1].tolist(), hits[5].tolist()))
-        parts = gather_in_order([{"hits": local, "skipped": skipped}])
+            counts[0] += int(hits[1].sum())
+            counts[1] += int(hits[5].sum())
+            counts[2] += len(labels)
+        top1, top5, num_images, skipped = (int(v) for v in reduce_sum_tensor(counts).tolist())
         if not is_main_process():
             return {}
-        hits = [h for part in parts for h in part["hits"]]
-        skipped = sum(part["skipped"] for part in parts)
-        if not hits:
+        if not num_images:
             warnings.warn("evaluation: no readable validation image")
             return {"num_images": 0, "skipped": skipped}
-        results = {"top1": 100.0 * sum(h1 for h1, _ in hits) / len(hits),
-                   "top5": 100.0 * sum(h5 for _, h5 in hits) / len(hits),
-                   "num_images": len(hits),
+        results = {"top1": 100.0 * top1 / num_images,
+                   "top5": 100.0 * top5 / num_images,
+                   "num_images": num_images,
                    "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"}
         if skipped:
             results["skipped"] = skipped
