@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.7",
         "numpy>=1.24",
+        "orjson>=3.9",  # COCO jsons read 2x faster than the standard library (detection.coco.read_json)
     ],
     extras_require={"dev": ["pytest>=7.4"],
                     # tools/export.py, --backend onnxruntime (docs/deploy.md)

@@ -14,7 +14,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     ".task": ["DetectionTask"],
     ".predictor": ["Predictor"],
     ".weights": ["load_detector_weights"],
-    ".coco": ["load_coco_json"],
+    ".coco": ["load_coco", "CocoIndex"],
     ".coco_dataset": ["CocoDetection", "ConcatCocoDetection"],
     ".evaluation": ["COCOEvaluator", "evaluate_results", "evaluate_results_file", "format_table"],
     ".coco_results": ["write_results_file"],

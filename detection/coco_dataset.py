@@ -1,13 +1,18 @@
 """COCO-format detection datasets: any COCO json plus an image folder (read by :mod:`detection.coco`).
 
+The annotations are a :class:`detection.coco.CocoIndex`: flat arrays memory-mapped from the cache,
+shared by every rank and loader worker of a machine. The dataset keeps only a few arrays of its own
+(a label per annotation, the kept images) and builds each sample's target when it is read.
+
 Labels follow torchvision: the dataset's category ids (arbitrary integers, e.g. COCO's 1..90 with
 gaps) map to contiguous labels 1..K sorted by id, 0 being background. ``contiguous_to_id`` maps back
 when writing results.
 
 What training sees, and what is counted in ``stats`` (annotations are filtered once, at construction):
 - every record :func:`detection.annotations.clean_coco` drops or repairs, under its reason
-  (``malformed_bbox``, ``duplicate_annotation_id``, ``bad_polygon``, ...); ``coco.cleaning`` holds the
-  examples. The same cleaning gives evaluation its ground truth.
+  (``malformed_bbox``, ``duplicate_annotation_id``, ``bad_polygon``, ...; ``no_usable_annotation``:
+  images whose every annotation was dropped, left out, not trained as background);
+  ``index.cleaning`` holds the examples. The same cleaning gives evaluation its ground truth.
 - ``unused_categories`` (``drop_unused_categories`` only): categories no annotation uses (an annotation
   tool's placeholder supercategory), left out of the label space.
 - ``crowd_ignored``: crowd regions (``iscrowd: 1``) are left out of the targets, as torchvision's
@@ -26,7 +31,6 @@ What training sees, and what is counted in ``stats`` (annotations are filtered o
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,9 +40,8 @@ import torch
 
 from engine.data import ConcatDataset, DataError, Item, split_item
 
-from .coco import (category_names, contiguous_category_map, image_record, load_coco_json, read_record_image,
-                   used_category_ids)
-from .masks import has_mask, segmentation_to_mask
+from .coco import CocoIndex, contiguous_category_map, load_coco, read_record_image
+from .masks import segmentation_to_mask
 
 __all__ = ["CocoDetection", "ConcatCocoDetection"]
 
@@ -66,25 +69,25 @@ class CocoDetection(torch.utils.data.Dataset):
     (``unused_categories`` lists the others, {id: name}).
 
     ``max_dropped_fraction``: stop (DataError) when more of the annotations than this are unusable
-    (None: only when none is usable). ``coco``: the json already read by :func:`load_coco_json`.
+    (None: only when none is usable). ``index``: the json already read by :func:`detection.coco.load_coco`.
     """
 
     def __init__(self, json_path: str, images_dir: str, transform=None, keep_empty: bool = True,
                  with_masks: bool = False, skip_bad: bool = False,
                  category_map: Optional[Dict[int, int]] = None, drop_unused_categories: bool = False,
-                 max_dropped_fraction: Optional[float] = None, coco=None):
+                 max_dropped_fraction: Optional[float] = None, index: Optional[CocoIndex] = None):
         self.json_path = json_path
         self.images_dir = images_dir
         self.transform = transform
         self.with_masks = with_masks
         self.skip_bad = skip_bad
-        self.coco = coco if coco is not None else load_coco_json(json_path, max_dropped_fraction)
-        self.cleaning = self.coco.cleaning
+        self.index = index if index is not None else load_coco(json_path, max_dropped_fraction)
+        self.cleaning = self.index.cleaning
 
-        names = category_names(self.coco)
+        names = self.index.category_names()
         self.unused_categories: Dict[int, str] = {}
         if category_map is None:
-            used = used_category_ids(self.coco)
+            used = self.index.used_category_ids()
             if drop_unused_categories:
                 self.unused_categories = {i: n for i, n in names.items() if i not in used}
             category_map = contiguous_category_map(i for i in names if i not in self.unused_categories)
@@ -102,14 +105,49 @@ class CocoDetection(torch.utils.data.Dataset):
         self.stats.update({r: n for r, n in self.cleaning.counts.items() if n})
         self.stats["dropped_boxes"] = sum(self.cleaning.counts[r] for r in
                                           ("malformed_bbox", "empty_bbox", "bbox_outside_image"))
-        self.records = []
-        for image_id in sorted(self.coco.imgs):
-            record = self._parse_image(self.coco.imgs[image_id])
-            if len(record["labels"]) == 0 and not keep_empty:
-                self.stats["empty_images_dropped"] += 1
-                continue
-            self.records.append(record)
-        self.stats["images"] = len(self.records)
+        self._label = self._target_labels()  # int64 [A]: the label of each annotation, 0 = not a target
+        per_image = np.bincount(self.index.annotation_image_index()[self._label > 0], minlength=self.index.num_images)
+        self._images = np.arange(self.index.num_images) if keep_empty else np.flatnonzero(per_image)
+        self.stats["empty_images_dropped"] = self.index.num_images - len(self._images)
+        self.stats["images"] = len(self._images)
+
+    def _target_labels(self) -> np.ndarray:
+        """The label of every annotation of the index, 0 where it is no target (crowd, no mask);
+        counts what it leaves out. Boxes were validated by the cleaning; clipping is counted here."""
+        ix = self.index
+        self.stats["annotations"] = ix.num_annotations
+        crowd = ix.ann_iscrowd != 0
+        self.stats["crowd_ignored"] = int(crowd.sum())
+        categories = ix.ann_category
+        known = np.isin(categories, np.fromiter(self.id_to_contiguous, np.int64, len(self.id_to_contiguous)))
+        bad = np.flatnonzero(~crowd & ~known)
+        if len(bad):
+            k = int(bad[0])
+            image_id = int(ix.image_id[np.searchsorted(ix.image_ann_offsets, k, side="right") - 1])
+            raise DataError(f"{self.json_path}: annotation id {int(ix.ann_id[k])} (image id {image_id}) has "
+                            f"category_id {int(categories[k])}, which is not among the categories "
+                            f"{sorted(self.id_to_contiguous)}; fix the json or the category map")
+        target = ~crowd
+        label = np.zeros(ix.num_annotations, np.int64)
+        label[target] = [self.id_to_contiguous[c] for c in categories[target].tolist()]
+        image_of = ix.annotation_image_index()
+        clipped = self._clip(ix.ann_bbox, ix.image_width[image_of], ix.image_height[image_of]) != \
+            np.concatenate([ix.ann_bbox[:, :2], ix.ann_bbox[:, :2] + ix.ann_bbox[:, 2:]], axis=1)
+        self.stats["clipped_boxes"] = int((clipped.any(axis=1) & target).sum())
+        if self.with_masks:
+            no_mask = target & ~ix.has_mask()
+            self.stats["dropped_no_mask"] = int(no_mask.sum())
+            label[no_mask] = 0
+        return label
+
+    @staticmethod
+    def _clip(bbox: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+        """COCO xywh [N, 4] (float64) to xyxy clipped to the image (float64); the cleaning already
+        dropped every box that clipping would leave empty."""
+        x, y = bbox[:, 0], bbox[:, 1]
+        x2, y2 = x + bbox[:, 2], y + bbox[:, 3]
+        return np.stack([np.minimum(np.maximum(x, 0.0), width), np.minimum(np.maximum(y, 0.0), height),
+                         np.minimum(np.maximum(x2, 0.0), width), np.minimum(np.maximum(y2, 0.0), height)], axis=1)
 
     @property
     def num_categories(self) -> int:
@@ -118,76 +156,47 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def instances_per_class(self) -> Dict[str, int]:
         """{class name: training instances} (crowd regions and dropped boxes not counted)."""
-        counts = np.bincount(np.concatenate([r["labels"] for r in self.records] + [np.zeros(0, np.int64)]),
-                             minlength=self.num_categories + 1)
+        counts = np.bincount(self._label, minlength=self.num_categories + 1)
         return {name: int(counts[i + 1]) for i, name in enumerate(self.class_names)}
 
-    def _parse_image(self, info: dict) -> dict:
-        record = image_record(info, self.json_path)
-        image_id, height, width = record["image_id"], record["height"], record["width"]
-        boxes, labels, areas, segmentations = [], [], [], []
-        for ann in self.coco.imgToAnns.get(image_id, []):
-            self.stats["annotations"] += 1
-            if ann.get("iscrowd", 0):
-                self.stats["crowd_ignored"] += 1
-                continue
-            cat_id = ann.get("category_id")
-            if cat_id not in self.id_to_contiguous:
-                raise DataError(f"{self.json_path}: annotation id {ann.get('id')} (image id {image_id}) has "
-                                f"category_id {cat_id}, which is not among the categories "
-                                f"{sorted(self.id_to_contiguous)}; fix the json or the category map")
-            box = self._clip_box(ann.get("bbox"), width, height)
-            if box is None:
-                continue
-            if self.with_masks and not has_mask(ann.get("segmentation")):
-                self.stats["dropped_no_mask"] += 1
-                continue
-            boxes.append(box)
-            labels.append(self.id_to_contiguous[cat_id])
-            area = ann.get("area")
-            areas.append(float(area) if isinstance(area, (int, float)) else (box[2] - box[0]) * (box[3] - box[1]))
-            if self.with_masks:
-                segmentations.append(ann["segmentation"])
-        return {**record, "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                "labels": np.asarray(labels, dtype=np.int64), "areas": np.asarray(areas, dtype=np.float32),
-                "segmentations": segmentations}
+    def image_ids(self) -> List[int]:
+        """The json's id of every image of the dataset, in dataset order."""
+        return self.index.image_id[self._images].tolist()
 
-    def _clip_box(self, bbox, width: int, height: int) -> Optional[List[float]]:
-        """COCO xywh to xyxy clipped to the image; None (counted) for a box that cannot be a target."""
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            self.stats["dropped_boxes"] += 1
-            return None
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-            self.stats["dropped_boxes"] += 1
-            return None
-        x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-        x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-        if x2 <= x1 or y2 <= y1:  # wholly outside the image
-            self.stats["dropped_boxes"] += 1
-            return None
-        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-            self.stats["clipped_boxes"] += 1
-        return [x1, y1, x2, y2]
+    def record(self, index: int) -> dict:
+        """``image_id``, ``file_name``, ``height``, ``width`` of item ``index``."""
+        return self.index.image_record(int(self._images[index]))
+
+    def targets(self, index: int) -> dict:
+        """The untransformed targets of item ``index`` (numpy): ``boxes`` float32 [N, 4] xyxy clipped to
+        the image, ``labels`` int64 [N], ``areas`` float32 [N], ``segmentations`` (with masks: list)."""
+        ix, i = self.index, int(self._images[index])
+        start, end = ix.image_ann_offsets[i], ix.image_ann_offsets[i + 1]
+        keep = np.flatnonzero(self._label[start:end]) + start
+        boxes = self._clip(ix.ann_bbox[keep], ix.image_width[i], ix.image_height[i])
+        out = {"boxes": boxes.astype(np.float32).reshape(-1, 4), "labels": self._label[keep],
+               "areas": ix.ann_area[keep].astype(np.float32)}
+        if self.with_masks:
+            out["segmentations"] = [ix.segmentation(int(k)) for k in keep]
+        return out
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._images)
 
     def aspect_ratios(self) -> List[float]:
         """Width / height of every image, from the json (no decoding)."""
-        return [r["width"] / r["height"] for r in self.records]
+        return (self.index.image_width[self._images] / self.index.image_height[self._images]).tolist()
 
     def group_ids(self) -> List[int]:
         """Aspect-ratio group of every image for batching: 0 when width ≥ height, else 1 (detectron2)."""
-        return [0 if r["width"] >= r["height"] else 1 for r in self.records]
+        return np.where(self.index.image_width[self._images] >= self.index.image_height[self._images], 0, 1).tolist()
 
     def image_path(self, index: int) -> str:
-        return os.path.join(self.images_dir, self.records[index]["file_name"])
+        return os.path.join(self.images_dir, self.record(index)["file_name"])
 
     def read(self, index: int) -> np.ndarray:
         """The RGB uint8 image [H, W, 3] of ``index``, checked against the json's size."""
-        return read_record_image(self.images_dir, self.records[index], self.json_path)
+        return read_record_image(self.images_dir, self.record(index), self.json_path)
 
     def __getitem__(self, item: Item):
         index, seed = split_item(item)
@@ -202,8 +211,9 @@ class CocoDetection(torch.utils.data.Dataset):
             return None
 
     def _load(self, index: int, seed: Optional[int]):
-        record = self.records[index]
-        image = self.read(index)
+        record = self.record(index)
+        image = read_record_image(self.images_dir, record, self.json_path)
+        record.update(self.targets(index))
         height, width = record["height"], record["width"]
         masks = None
         if self.with_masks:
@@ -251,15 +261,15 @@ class ConcatCocoDetection(ConcatDataset):
         datasets, category_map = [], kwargs.pop("category_map", None)
         drop_unused = kwargs.pop("drop_unused_categories", False)
         fraction = kwargs.pop("max_dropped_fraction", None)
-        cocos = [load_coco_json(json_path, fraction) for json_path, _ in specs]
+        indexes = [load_coco(json_path, fraction, log=True) for json_path, _ in specs]
         unused: Dict[int, str] = {}
         if category_map is None and drop_unused:
-            used = set().union(*(used_category_ids(c) for c in cocos))
-            names = category_names(cocos[0])
+            used = set().union(*(ix.used_category_ids() for ix in indexes))
+            names = indexes[0].category_names()
             unused = {i: n for i, n in names.items() if i not in used}
             category_map = contiguous_category_map(i for i in names if i in used)
-        for (json_path, images_dir), coco in zip(specs, cocos):
-            ds = CocoDetection(json_path, images_dir, category_map=category_map, coco=coco, **kwargs)
+        for (json_path, images_dir), index in zip(specs, indexes):
+            ds = CocoDetection(json_path, images_dir, category_map=category_map, index=index, **kwargs)
             category_map = ds.id_to_contiguous
             datasets.append(ds)
         datasets[0].unused_categories = unused

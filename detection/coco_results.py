@@ -131,6 +131,15 @@ def load_results_file(path: str, gt_dataset: dict, iou_type: str) -> List[dict]:
             results = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
+    left_out = set(getattr(getattr(gt_dataset, "cleaning", None), "left_out_images", None) or ())
+    if left_out and isinstance(results, list):  # images whose every annotation was dropped are not evaluated
+        on_left_out = [isinstance(r, dict) and r.get("image_id") in left_out for r in results]
+        if any(on_left_out):
+            images = {r["image_id"] for r, out in zip(results, on_left_out) if out}
+            logger.warning("%s: %d detection(s) on %d image(s) left out of the evaluation (no usable annotation: "
+                           "every annotation of theirs was dropped; tools/check_dataset.py names them)", path,
+                           sum(on_left_out), len(images))
+            results = [r for r, out in zip(results, on_left_out) if not out]
     validate_results(results, gt_dataset, iou_type, source=path)
     if iou_type == "segm":
         converted = polygons_to_rle(results, gt_dataset)

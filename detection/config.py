@@ -101,6 +101,10 @@ class DetDataConfig:
     # Categories that no training annotation uses (an annotation tool's placeholder supercategory) are
     # left out of the label space; true keeps every category of the json as a class.
     keep_unused_categories: bool = False
+    # Validation categories match training's by id; a category id whose name differs between the two
+    # jsons stops the run (two exports of one project that renamed a class), unless this is true: the
+    # ids rule and the names may differ (the per-class AP table shows the validation json's names).
+    categories_by_id: bool = False
 
     def validate(self, prefix: str = "") -> None:
         check_workers(prefix + "num_workers", self.num_workers)

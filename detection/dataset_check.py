@@ -9,7 +9,6 @@ empty segmentations, crowd regions).
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 from engine.data import DataError
 
 from .annotations import DEFAULT_MAX_DROPPED_FRACTION, DROPPED, NOTED, REPAIRED, clean_coco
-from .coco import read_coco_image
+from .coco import read_coco_image, read_json
 
 # code: (severity, what it means). The record-level codes are detection.annotations' reasons: what
 # training and evaluation drop ("dropped") or repair ("repaired") is exactly what is listed here.
@@ -85,7 +84,10 @@ class DatasetReport:
         lines = [f"{self.json_path}: {head}" if head else self.json_path]
         for code, (severity, meaning) in PROBLEMS.items():
             if self.counts[code]:
-                lines.append(f"{severity.upper():8s} {code} ({self.counts[code]}): {meaning}")
+                n = self.counts[code]
+                if code == "no_usable_annotation":
+                    meaning = f"{n} images left with no usable annotation: " + meaning
+                lines.append(f"{severity.upper():8s} {code} ({n}): {meaning}")
                 if code not in ONE_LINE:
                     lines.extend(f"    {e}" for e in self.examples.get(code, []))
         counts = {sev: self.count(sev) for sev in SEVERITIES}
@@ -202,14 +204,10 @@ def check_dataset(json_path: str, images_dir: str, max_examples: int = 5, num_th
     ``max_dropped_fraction``: as training's ``data.max_dropped_fraction``, an error when more of the
     annotations are dropped than this."""
     report = DatasetReport(json_path, max_examples)
-    try:
-        with open(json_path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        report.add("invalid_json", f"{json_path}: file not found")
-        return report
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        report.add("invalid_json", f"{json_path}: {e}")
+    try:  # the reading every run does (detection.coco: orjson, then the standard library's message)
+        data = read_json(json_path)
+    except DataError as e:
+        report.add("invalid_json", str(e))
         return report
     if not isinstance(data, dict):
         report.add("schema", f"top level is a {type(data).__name__}, expected an object")

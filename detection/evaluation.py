@@ -102,18 +102,24 @@ class GroundTruth(dict):
 
 def prepare_ground_truth(gt, log: bool = True) -> GroundTruth:
     """The ground truth every evaluation uses: ``gt`` (a path, a dict or a COCO object) validated by
-    :func:`detection.annotations.clean_coco` (once: a COCO from ``load_coco_json`` brings its cleaning), annotation ids renumbered 1..N (see the module
+    :func:`detection.annotations.clean_coco` (a path is read through :func:`detection.coco.load_coco`, cached; a
+    :class:`detection.coco.CocoIndex` brings its cleaning), annotation ids renumbered 1..N (see the module
     docstring). DataError when it has no usable annotation. ``log``: log its summary line (a warning
     when something was dropped). A :class:`GroundTruth` is returned as it is."""
     if isinstance(gt, GroundTruth):
         return gt
-    cleaning = getattr(gt, "cleaning", None)  # a COCO that detection.coco.load_coco_json already cleaned
-    if cleaning is None:
+    if isinstance(gt, (str, os.PathLike)) and os.path.isfile(gt):
+        from .coco import load_coco  # the one reading path, cached (detection.coco)
+        gt = load_coco(str(gt))
+    if hasattr(gt, "ground_truth_dataset"):  # a detection.coco.CocoIndex: cleaned already
+        cleaning, data = gt.cleaning, gt.ground_truth_dataset()
+    else:
         source = str(gt) if isinstance(gt, (str, os.PathLike)) else "ground truth"
         cleaning = clean_coco(load_gt_dataset(gt), source)
+        data = cleaning.data
     cleaning.require_usable()
-    prepared = GroundTruth(cleaning.data)
-    prepared["annotations"] = [dict(ann, id=i + 1) for i, ann in enumerate(cleaning.data["annotations"])]
+    prepared = GroundTruth(data)
+    prepared["annotations"] = [dict(ann, id=i + 1) for i, ann in enumerate(data["annotations"])]
     prepared.cleaning = cleaning
     if log:
         (logger.warning if cleaning.dropped(annotations_only=False) else logger.info)(

@@ -14,7 +14,7 @@ from engine.data import DataError, build_inference_loader
 from engine.dist import is_main_process
 
 from .batching import collate_detection
-from .coco import category_names, load_coco_json, used_category_ids
+from .coco import load_coco
 from .build import build_detector
 from .coco_dataset import CocoDetection, ConcatCocoDetection
 from .config import DetConfig
@@ -103,25 +103,47 @@ class DetectionTask:
         train_ids = set(self._train_set.id_to_contiguous)
         for i, d in enumerate(c.data.val):
             where = f"data.val[{i}] {d.json}"
-            coco = load_coco_json(d.json, c.data.max_dropped_fraction)
-            missing = [img["file_name"] for img in coco.dataset["images"]
-                       if not os.path.isfile(os.path.join(d.images, img["file_name"]))]
+            index = load_coco(d.json, c.data.max_dropped_fraction, log=is_main_process())
+            missing = [name for name in map(index.file_name, range(index.num_images))
+                       if not os.path.isfile(os.path.join(d.images, name))]
             if missing:
-                raise DataError(f"{where}: {len(missing)} of {len(coco.dataset['images'])} image files not found in "
+                raise DataError(f"{where}: {len(missing)} of {index.num_images} image files not found in "
                                 f"{d.images} (e.g. {missing[0]}); fix data.val[{i}].images or the file_name entries")
-            unknown = sorted(used_category_ids(coco) - train_ids)
+            unknown = sorted(index.used_category_ids() - train_ids)
             if unknown:
-                names = category_names(coco)
+                names = index.category_names()
                 listed = ", ".join(f"{u} '{names.get(u, '?')}'" for u in unknown[:10])
                 raise DataError(f"{where}: annotations use category ids {listed} that the training label space "
                                 f"({sorted(train_ids)[:20]}) does not have, so evaluation would count them as misses; "
                                 "give both jsons the same category ids")
+            self._check_category_names(index, where)
             if is_main_process():
-                (logger.warning if coco.cleaning.dropped(annotations_only=False) else logger.info)(
-                    "validation set %s", coco.cleaning.summary())
+                (logger.warning if index.cleaning.dropped(annotations_only=False) else logger.info)(
+                    "validation set %s", index.cleaning.summary())
             if i == 0 and self._val_set is None:
                 self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True, skip_bad=False,
-                                              category_map=self._train_set.id_to_contiguous, coco=coco)
+                                              category_map=self._train_set.id_to_contiguous, index=index)
+
+    def _check_category_names(self, index, where: str) -> None:
+        """A category id named differently in the validation json than in training's stops the run
+        (one line, both names, both files), unless data.categories_by_id says the ids rule."""
+        train = self._train_set
+        train_names = dict(zip((train.contiguous_to_id[i] for i in range(1, len(train.class_names) + 1)),
+                               train.class_names))
+        differ = [(i, train_names[i], n) for i, n in sorted(index.category_names().items())
+                  if i in train_names and n != train_names[i]]
+        if not differ:
+            return
+        i, train_name, val_name = differ[0]
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        train_json = self.cfg.data.train[0].json
+        if not self.cfg.data.categories_by_id:
+            raise DataError(f"{where}: category id {i} is '{val_name}' there but '{train_name}' in {train_json}"
+                            f"{more}; give both files the same names, or set data.categories_by_id=true if the "
+                            "ids are what matches")
+        if is_main_process():
+            logger.warning("%s: category id %d is '%s' there but '%s' in %s%s; matched by id "
+                           "(data.categories_by_id=true)", where, i, val_name, train_name, train_json, more)
 
     def _resolve_num_classes(self) -> None:
         """model.num_classes=auto: the training data's categories (training), else the checkpoint's
@@ -153,7 +175,7 @@ class DetectionTask:
             self._val_set = CocoDetection(d.json, d.images, transform=None, keep_empty=True,
                                           skip_bad=False, max_dropped_fraction=self.cfg.data.max_dropped_fraction)
             if self.weights_labels is not None:  # evaluation of a checkpoint: its label space must cover the json
-                unknown = sorted(used_category_ids(self._val_set.coco) - set(self.weights_labels["category_ids"]))
+                unknown = sorted(self._val_set.index.used_category_ids() - set(self.weights_labels["category_ids"]))
                 if unknown:
                     raise DataError(f"data.val[0] {d.json}: annotations use category ids {unknown[:10]} that "
                                     f"{self.cfg.model.weights} does not predict (its ids: "
@@ -217,7 +239,7 @@ class DetectionTask:
         iou_types = ("bbox", "segm") if self.cfg.model.mask else ("bbox",)
         if self._ground_truth is None:
             # the records the validation set already read and cleaned, not the json again at every evaluation
-            self._ground_truth = prepare_ground_truth(dataset.coco)
+            self._ground_truth = prepare_ground_truth(dataset.index)
         evaluator = COCOEvaluator(self._ground_truth, iou_types, backend=self.cfg.test.backend,
                                   contiguous_to_id=self.contiguous_to_id())
         from engine.dist import get_world_size

@@ -16,7 +16,8 @@ Usage::
                           build=lambda: (arrays_dict, meta_dict))
     entry.arrays["boxes"]   # a read-only np.memmap (or an in-memory array for an empty one)
     entry.meta              # the json-able dict ``build`` returned
-    entry.describe()        # "cache hit (/root/.cache/reskit/coco/...), 310 MB" / "parsed in 41.2 s, cached ..."
+    entry.describe()        # "cache hit (/root/.cache/reskit/coco/...)" / "parsed in 41.2 s, cached for the next run (...)"
+    entry.describe_size()   # "310 MB shared by 2 ranks"
 
 The key of an entry is the source's absolute path, its size, its mtime and a blake2b digest of its
 content (≈1 GB/s: under a second for a 400 MB json), plus ``kind`` and ``options`` (everything that
@@ -25,7 +26,7 @@ options give another key: the entry is rebuilt, ``entry.reason`` says why ("the 
 was cached" / "other options"), and the stale entry (same source and options, old content) is removed.
 
 Where: ``$RESKIT_CACHE`` (default ``~/.cache/reskit``), one folder per entry under ``<kind>/``.
-``RESKIT_CACHE=off`` builds in memory every time (nothing written). A cache folder that cannot be
+``RESKIT_NO_CACHE=1`` builds in memory every time (nothing written). A cache folder that cannot be
 written is said once and the arrays are kept in memory.
 
 Safety: an entry is written into a temporary folder beside its final place and renamed into it
@@ -61,10 +62,11 @@ _META = "meta.json"
 
 
 def cache_root() -> Optional[str]:
-    """The cache folder (``$RESKIT_CACHE``, default ``~/.cache/reskit``); None when caching is off."""
-    root = os.environ.get("RESKIT_CACHE", "")
-    if root.strip().lower() in ("off", "0", "false", "none", "no"):
+    """The cache folder (``$RESKIT_CACHE``, default ``~/.cache/reskit``); None when ``RESKIT_NO_CACHE``
+    is set (to anything but 0 / empty)."""
+    if os.environ.get("RESKIT_NO_CACHE", "").strip() not in ("", "0"):
         return None
+    root = os.environ.get("RESKIT_CACHE", "")
     return os.path.abspath(os.path.expanduser(root or os.path.join("~", ".cache", "reskit")))
 
 
@@ -78,8 +80,11 @@ def local_world_size() -> int:
 
 def file_digest(path: str) -> str:
     """blake2b digest (hex, 16 bytes) of the file's content."""
+    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _hash_text(*parts: str) -> str:
@@ -106,16 +111,22 @@ class CacheEntry:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
     def describe(self) -> str:
-        """One phrase for the run's start: where the data came from and what it costs."""
-        size = f"{self.nbytes / 1e6:,.0f} MB" if self.nbytes >= 1e6 else f"{self.nbytes / 1e3:,.0f} kB"
-        ranks = local_world_size()
-        shared = f"{size} shared by {ranks} ranks" if ranks > 1 and self.path else size
+        """Where the arrays came from: "cache hit (<path>)", "parsed in 41.2 s, cached for the next run
+        (<path>)" or "parsed in 41.2 s, not cached (<why>)"."""
         if self.hit:
-            return f"cache hit ({self.path}), {shared}"
+            return f"cache hit ({self.path})"
         why = "" if self.reason in ("", "new") else f" ({self.reason})"
         if self.path:
-            return f"parsed in {self.seconds:.1f} s{why}, cached for the next run ({self.path}), {shared}"
-        return f"parsed in {self.seconds:.1f} s{why}, not cached, {size}"
+            return f"parsed in {self.seconds:.1f} s{why}, cached for the next run ({self.path})"
+        return f"parsed in {self.seconds:.1f} s, not cached ({self.reason})"
+
+    def describe_size(self) -> str:
+        """What the arrays cost: "310 MB shared by 2 ranks" (memory-mapped, one copy per machine)."""
+        size = f"{self.nbytes / 1e6:,.0f} MB" if self.nbytes >= 1e6 else f"{self.nbytes / 1e3:,.0f} kB"
+        ranks = local_world_size()
+        if self.path and ranks > 1:
+            return f"{size} shared by {ranks} ranks"
+        return size + (", memory-mapped" if self.path else " in memory")
 
     def __getstate__(self):
         if self.path is None:

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detection.coco import (category_names, contiguous_category_map, image_record, load_coco_json,
-                            read_record_image)
-from detection.masks import has_mask, segmentation_to_mask
+from detection.coco import contiguous_category_map, load_coco, read_record_image
+from detection.masks import segmentation_to_mask
 from engine import image_io
 from engine.data import ConcatDataset, DataError, Item, split_item
 
@@ -140,8 +139,8 @@ class CocoSemanticSegmentation(_SegmentationBase):
                  category_map: Optional[Dict[int, int]] = None):
         super().__init__(transform, ignore_index, skip_bad)
         self.json_path, self.images_dir = json_path, images_dir
-        coco = load_coco_json(json_path)
-        names = category_names(coco)
+        self.index = index = load_coco(json_path, log=True)
+        names = index.category_names()
         if category_map is None:
             if categories == "voc":
                 category_map = {cid: i for i, cid in enumerate(VOC_COCO_CATEGORY_IDS) if i > 0}
@@ -165,30 +164,46 @@ class CocoSemanticSegmentation(_SegmentationBase):
             raise ValueError(f"ignore_index {ignore_index} is a class label of {json_path}")
 
         self.stats = {"images": 0, "annotations": 0, "crowd": 0, "no_segmentation": 0, "small_images_dropped": 0}
-        self.records = []
-        for image_id in sorted(coco.imgs):
-            info = coco.imgs[image_id]
-            anns = [a for a in coco.imgToAnns.get(image_id, []) if a.get("category_id") in self.category_map]
-            if min_area is not None and (not anns or sum(float(a.get("area", 0)) for a in anns) <= min_area):
-                self.stats["small_images_dropped"] += 1
-                continue
-            record = {**image_record(info, json_path), "segmentations": [], "labels": []}
-            for ann in anns:
-                self.stats["annotations"] += 1
-                self.stats["crowd"] += int(bool(ann.get("iscrowd", 0)))
-                if not has_mask(ann.get("segmentation")):
-                    self.stats["no_segmentation"] += 1
-                    continue
-                record["segmentations"].append(ann["segmentation"])
-                record["labels"].append(self.category_map[ann["category_id"]])
-            self.records.append(record)
-        self.stats["images"] = len(self.records)
+        self.stats.update({r: n for r, n in index.cleaning.counts.items() if n})
+        # Per annotation of the index (flat arrays, shared through the cache): its label, 0 where it
+        # paints nothing (another category, or no segmentation).
+        in_map = np.isin(index.ann_category, np.fromiter(self.category_map, np.int64, len(self.category_map)))
+        image_of = index.annotation_image_index()
+        if min_area is not None:  # torchvision: the kept annotations' areas, crowd regions included
+            area = np.bincount(image_of[in_map], weights=index.ann_area[in_map], minlength=index.num_images)
+            count = np.bincount(image_of[in_map], minlength=index.num_images)
+            self._images = np.flatnonzero((count > 0) & (area > min_area))
+        else:
+            self._images = np.arange(index.num_images)
+        kept_image = np.zeros(index.num_images, bool)
+        kept_image[self._images] = True
+        counted = in_map & kept_image[image_of]
+        paints = counted & index.has_mask()
+        self._label = np.zeros(index.num_annotations, np.int64)
+        self._label[paints] = [self.category_map[c] for c in index.ann_category[paints].tolist()]
+        self.stats["small_images_dropped"] = index.num_images - len(self._images)
+        self.stats["annotations"] = int(counted.sum())
+        self.stats["crowd"] = int((counted & (index.ann_iscrowd != 0)).sum())
+        self.stats["no_segmentation"] = int((counted & ~paints).sum())
+        self.stats["images"] = len(self._images)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._images)
+
+    def image_ids(self) -> List[int]:
+        """The json's id of every image of the dataset, in dataset order."""
+        return self.index.image_id[self._images].tolist()
+
+    def _record(self, index: int) -> dict:
+        i = int(self._images[index])
+        record = self.index.image_record(i)
+        keep = [k for k in self.index.annotation_range(i) if self._label[k]]
+        record["segmentations"] = [self.index.segmentation(k) for k in keep]
+        record["labels"] = self._label[keep].tolist()
+        return record
 
     def label_map(self, index: int) -> np.ndarray:
-        r = self.records[index]
+        r = self._record(index)
         try:
             return coco_label_map(r["segmentations"], r["labels"], r["height"], r["width"], self.ignore_index)
         except (ValueError, TypeError, KeyError) as e:
@@ -196,7 +211,7 @@ class CocoSemanticSegmentation(_SegmentationBase):
                             "run tools/check_dataset.py on it") from None
 
     def read_pair(self, index: int):
-        r = self.records[index]
+        r = self.index.image_record(int(self._images[index]))
         image = read_record_image(self.images_dir, r, self.json_path)
         return image, self.label_map(index), f"{os.path.join(self.images_dir, r['file_name'])} (image id {r['image_id']})"
 

@@ -12,7 +12,7 @@ import pytest
 
 from coco_fixtures import compressed_rle, random_gt, rect_polygon, roboflow_style, write_json
 from detection.annotations import clean_coco, rle_is_valid
-from detection.coco import load_coco_json
+from detection.coco import load_coco
 from detection.config import DetConfig
 from detection.evaluation import BACKENDS, evaluate_results, evaluate_results_file, prepare_ground_truth
 from detection.synthetic import make_shapes_dataset
@@ -108,13 +108,13 @@ def test_bad_records_are_dropped_and_counted_the_same_everywhere(tmp_path):
     path = write_json(gt, str(tmp_path / "gt.json"))
     expected = {"duplicate_image_id": 1, "malformed_bbox": 2, "empty_bbox": 1, "bbox_outside_image": 1,
                 "bad_polygon": 1, "duplicate_annotation_id": 1, "bad_rle": 1}
-    training = load_coco_json(path).cleaning
+    training = load_coco(path).cleaning
     evaluation = prepare_ground_truth(path).cleaning
     from detection.dataset_check import check_dataset
     report = check_dataset(path, str(tmp_path), check_files=False)
     for counts in (training.counts, evaluation.counts, report.counts):
         assert {k: counts[k] for k in expected} == expected
-    assert len(load_coco_json(path).dataset["annotations"]) == len(gt["annotations"]) - 5  # the repaired two stay
+    assert load_coco(path).num_annotations == len(gt["annotations"]) - 5  # the repaired two stay
     # a corrupt compressed RLE decodes to garbage in pycocotools; ours refuses it, a real one passes
     assert not rle_is_valid({"counts": "zzzz", "size": [150, 200]})
     import numpy as np
@@ -133,7 +133,7 @@ def test_no_usable_annotation_or_too_many_dropped_stops(tmp_path):
     gt = random_gt(seed=4)
     no_key = write_json({k: v for k, v in gt.items() if k != "annotations"}, str(tmp_path / "nokey.json"))
     with pytest.raises(DataError, match=r"nokey.json: no 'annotations' key, so nothing to train on"):
-        load_coco_json(no_key)
+        load_coco(no_key)
     with pytest.raises(DataError, match=r"no 'annotations' key"):
         prepare_ground_truth(no_key)
     broken = copy.deepcopy(gt)
@@ -143,14 +143,14 @@ def test_no_usable_annotation_or_too_many_dropped_stops(tmp_path):
     n = len(broken["annotations"])
     with pytest.raises(DataError, match=rf"broken.json: none of its {n} annotations is usable \({n} malformed_bbox; "
                                         r"e.g. annotation id 1 \(image id 0\): bbox \[0, 0, None, None\]\)"):
-        load_coco_json(path)
+        load_coco(path)
     half = copy.deepcopy(gt)
     for a in half["annotations"][: n // 2]:
         a["bbox"] = [0, 0, None, None]
     path = write_json(half, str(tmp_path / "half.json"))
     with pytest.raises(DataError, match=r"more than data.max_dropped_fraction=0.25; fix the json"):
-        load_coco_json(path, 0.25)
-    assert len(load_coco_json(path, 0.9).dataset["annotations"]) == n - n // 2
+        load_coco(path, 0.25)
+    assert load_coco(path, 0.9).num_annotations == n - n // 2
 
 
 def _cfg(export, **extra):

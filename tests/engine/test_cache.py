@@ -13,6 +13,7 @@ from engine.cache import cache_root, cached_arrays
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RESKIT_NO_CACHE", raising=False)
 
 
 def _source(tmp_path, text="abc"):
@@ -28,7 +29,7 @@ def _builder(calls, value=1):
     return build
 
 
-def test_miss_then_hit_maps_the_same_arrays(tmp_path):
+def test_miss_then_hit_maps_the_same_arrays(tmp_path, monkeypatch):
     src, calls = _source(tmp_path), []
     first = cached_arrays("t", src, {"v": 1}, _builder(calls))
     second = cached_arrays("t", src, {"v": 1}, _builder(calls))
@@ -38,6 +39,8 @@ def test_miss_then_hit_maps_the_same_arrays(tmp_path):
     assert second.arrays["empty"].shape == (0, 4) and second.meta == {"n": 5}
     assert second.path.startswith(cache_root()) and "cache hit" in second.describe()
     assert "cached for the next run" in first.describe()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert second.describe_size().endswith("shared by 2 ranks")
 
 
 def test_changed_file_or_options_rebuild_and_say_so(tmp_path):
@@ -55,11 +58,11 @@ def test_changed_file_or_options_rebuild_and_say_so(tmp_path):
 
 
 def test_cache_off_builds_in_memory(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESKIT_CACHE", "off")
+    monkeypatch.setenv("RESKIT_NO_CACHE", "1")
     calls = []
     entry = cached_arrays("t", _source(tmp_path), {}, _builder(calls))
     entry = cached_arrays("t", _source(tmp_path), {}, _builder(calls))
-    assert len(calls) == 2 and entry.path is None and "not cached" in entry.describe()
+    assert len(calls) == 2 and entry.path is None and "not cached (cache off)" in entry.describe()
 
 
 def test_entry_pickles_as_its_path(tmp_path):

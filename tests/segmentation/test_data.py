@@ -112,10 +112,10 @@ def test_all_categories_contiguous_by_id(tmp_path):
 def test_training_images_with_at_most_1000_labelled_pixels_are_dropped(tmp_path):
     json_path, images = write_coco(tmp_path)
     train = CocoSemanticSegmentation(json_path, images, "voc", min_area=1000)
-    assert [r["image_id"] for r in train.records] == [0, 3]  # 999 and 1000 dropped, 1001 kept
+    assert train.image_ids() == [0, 3]  # 999 and 1000 dropped, 1001 kept
     assert train.stats["small_images_dropped"] == 4  # 1, 2, 4 (no VOC category), 5 (no annotation)
     everything = CocoSemanticSegmentation(json_path, images, "all", min_area=1000)
-    assert [r["image_id"] for r in everything.records] == [0, 3, 4]
+    assert everything.image_ids() == [0, 3, 4]
     val = CocoSemanticSegmentation(json_path, images, "voc")
     assert len(val) == 6 and (val[5][1] == 0).all()
 
