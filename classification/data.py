@@ -78,8 +78,9 @@ class ImageFolder(Dataset):
     def __init__(self, root: str, transform: Optional[Callable] = None, key: str = "root", skip_bad: bool = False):
         self.root = root
         self.index: FolderIndex = load_folder_index(root, key, skip_bad)
-        logger.info("%s: %s: %s images in %d classes; index %s", key, root, f"{len(self.index):,}",
-                    len(self.index.classes), self.index.entry.describe())
+        entry = self.index.entry
+        logger.info("%s: %s: %s images in %d classes; index %s, %s", key, root, f"{len(self.index):,}",
+                    len(self.index.classes), entry.describe(), entry.describe_size())
         self.classes = self.index.classes
         self.paths = self.index.paths
         self.labels = self.index.labels
