@@ -27,7 +27,6 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from engine import image_io
 from engine.cache import CacheEntry, cached_arrays
 from engine.data import DataError
 
@@ -172,19 +171,27 @@ class CocoIndex:
 
     def ground_truth_dataset(self) -> dict:
         """The kept records as a COCO json dict (images sorted by id, each image's annotations in the
-        json's order): what COCOeval reads. Built on demand; nothing keeps it."""
-        images = [{"id": int(self.image_id[i]), "file_name": self.file_name(i), "width": int(self.image_width[i]),
-                   "height": int(self.image_height[i])} for i in range(self.num_images)]
-        image_of = self.annotation_image_index()
-        ids, cats = self.ann_id.tolist(), self.ann_category.tolist()
+        json's order): what COCOeval reads. Built on demand (the arrays turned into Python lists once,
+        then sliced); nothing keeps it."""
+        names, name_at = bytes(self.file_name_bytes), self.file_name_offsets.tolist()
+        ids, widths, heights = self.image_id.tolist(), self.image_width.tolist(), self.image_height.tolist()
+        images = [{"id": ids[i], "file_name": names[name_at[i]:name_at[i + 1]].decode("utf-8", "surrogatepass"),
+                   "width": widths[i], "height": heights[i]} for i in range(len(ids))]
+        image_ids = self.image_id[self.annotation_image_index()].tolist()
+        ann_ids, cats = self.ann_id.tolist(), self.ann_category.tolist()
         boxes, areas, crowd = self.ann_bbox.tolist(), self.ann_area.tolist(), self.ann_iscrowd.tolist()
+        kinds = self.ann_segm_kind.tolist()
+        coords, poly_at, ann_polys = self.poly_coords.tolist(), self.poly_offsets.tolist(), self.ann_poly_offsets.tolist()
+        rle, rle_at, rle_size = bytes(self.rle_bytes), self.ann_rle_offsets.tolist(), self.ann_rle_size.tolist()
         annotations = []
-        for k in range(self.num_annotations):
-            ann = {"id": ids[k], "image_id": images[image_of[k]]["id"], "category_id": cats[k], "bbox": boxes[k],
+        for k in range(len(ann_ids)):
+            ann = {"id": ann_ids[k], "image_id": image_ids[k], "category_id": cats[k], "bbox": boxes[k],
                    "area": areas[k], "iscrowd": crowd[k]}
-            if self.ann_segm_kind[k] != SEGM_MISSING:
-                segm = self.segmentation(k)
-                ann["segmentation"] = [] if segm is None else segm
+            kind = kinds[k]
+            if kind == SEGM_POLYGONS:
+                ann["segmentation"] = [coords[poly_at[j]:poly_at[j + 1]] for j in range(ann_polys[k], ann_polys[k + 1])]
+            elif kind == SEGM_RLE:
+                ann["segmentation"] = {"counts": rle[rle_at[k]:rle_at[k + 1]].decode("ascii"), "size": rle_size[k]}
             annotations.append(ann)
         return {"images": images, "annotations": annotations, "categories": [dict(c) for c in self.categories]}
 
@@ -223,6 +230,8 @@ def contiguous_category_map(category_ids: Iterable[int]) -> Dict[int, int]:
 def read_coco_image(path: str, image_id: Optional[int] = None) -> np.ndarray:
     """Read ``path`` to an RGB ``uint8`` array [H, W, 3]; a missing or corrupt file raises DataError
     naming the file and the image id."""
+    from engine import image_io  # OpenCV loads with the first image: eval_coco.py --results needs none
+
     where = f"{path} (image id {image_id})" if image_id is not None else path
     return image_io.read_image(path, where, _REMEDY, missing=_MISSING)
 

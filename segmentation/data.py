@@ -190,6 +190,11 @@ class CocoSemanticSegmentation(_SegmentationBase):
     def __len__(self) -> int:
         return len(self._images)
 
+    def instances_per_label(self) -> Dict[int, int]:
+        """{label: annotated instances that paint it} over the kept images (crowd regions included)."""
+        counts = np.bincount(self._label, minlength=self.num_classes)
+        return {label: int(n) for label, n in enumerate(counts.tolist()) if label and n}
+
     def image_ids(self) -> List[int]:
         """The json's id of every image of the dataset, in dataset order."""
         return self.index.image_id[self._images].tolist()

@@ -152,9 +152,8 @@ class SemanticSegmentationTask:
         """Annotated instances per class of the COCO training sets (label-map folders have none)."""
         counts: Dict[int, int] = {}
         for ds in self._train_set.datasets:
-            for record in getattr(ds, "records", None) or []:
-                for label in record.get("labels", []) if isinstance(record, dict) else []:
-                    counts[label] = counts.get(label, 0) + 1
+            for label, n in (ds.instances_per_label() if hasattr(ds, "instances_per_label") else {}).items():
+                counts[label] = counts.get(label, 0) + n
         names = self._train_set.class_names
         return {names[k]: counts[k] for k in sorted(counts)} or None
 

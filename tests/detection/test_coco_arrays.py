@@ -147,3 +147,38 @@ def test_ground_truth_dataset_keeps_every_record(tmp_path, monkeypatch):
         if has_mask(ann.get("segmentation")):
             h, w = images[ann["image_id"]]["height"], images[ann["image_id"]]["width"]
             assert (segmentation_to_mask(got["segmentation"], h, w) == segmentation_to_mask(ann["segmentation"], h, w)).all()
+
+
+def test_the_start_says_where_the_annotations_came_from(tmp_path, monkeypatch, caplog):
+    from detection.coco_dataset import ConcatCocoDetection
+
+    monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    path = _json(str(tmp_path))
+    caplog.set_level("INFO")
+    ConcatCocoDetection.from_files([(path, str(tmp_path / "images"))])
+    assert f"annotations: {path}: parsed in " in caplog.text and "cached for the next run" in caplog.text
+    caplog.clear()
+    ConcatCocoDetection.from_files([(path, str(tmp_path / "images"))])
+    assert f"annotations: {path}: cache hit ({tmp_path / 'cache'}" in caplog.text
+    assert "6 images, 42 annotations, " in caplog.text and "kB shared by 2 ranks" in caplog.text
+    with open(path, "a") as f:
+        f.write(" ")  # the json changed: rebuilt, and said so
+    caplog.clear()
+    ConcatCocoDetection.from_files([(path, str(tmp_path / "images"))])
+    assert "(the file changed since it was cached), cached for the next run" in caplog.text
+
+
+def test_a_spawned_worker_maps_the_cache_instead_of_receiving_the_arrays(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "cache"))
+    path = _json(str(tmp_path))
+    ds = CocoDetection(path, str(tmp_path / "images"), with_masks=True)
+    data = pickle.dumps(ds)
+    assert b"poly_coords" not in data  # the arrays stay in the cache's files
+    again = pickle.loads(data)
+    assert isinstance(again.index.poly_coords, np.memmap)
+    for i in range(len(ds)):
+        a, b = ds.targets(i), again.targets(i)
+        assert a["boxes"].tobytes() == b["boxes"].tobytes() and a["segmentations"] == b["segmentations"]

@@ -22,6 +22,20 @@ def _source(tmp_path, text="abc"):
     return str(path)
 
 
+class _Calls:
+    """Counts builds through files: the build runs in a forked child process."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def append(self, _):
+        open(os.path.join(self.folder, str(len(self))), "w").close()
+
+    def __len__(self):
+        return len(os.listdir(self.folder))
+
+
 def _builder(calls, value=1):
     def build():
         calls.append(1)
@@ -30,7 +44,7 @@ def _builder(calls, value=1):
 
 
 def test_miss_then_hit_maps_the_same_arrays(tmp_path, monkeypatch):
-    src, calls = _source(tmp_path), []
+    src, calls = _source(tmp_path), _Calls(str(tmp_path / "calls"))
     first = cached_arrays("t", src, {"v": 1}, _builder(calls))
     second = cached_arrays("t", src, {"v": 1}, _builder(calls))
     assert len(calls) == 1 and not first.hit and second.hit and first.reason == "new"
@@ -44,7 +58,7 @@ def test_miss_then_hit_maps_the_same_arrays(tmp_path, monkeypatch):
 
 
 def test_changed_file_or_options_rebuild_and_say_so(tmp_path):
-    src, calls = _source(tmp_path), []
+    src, calls = _source(tmp_path), _Calls(str(tmp_path / "calls"))
     cached_arrays("t", src, {"v": 1}, _builder(calls))
     time.sleep(0.01)
     with open(src, "w") as f:
@@ -92,3 +106,13 @@ def test_two_processes_at_once_build_once(tmp_path):
         p.join(30)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len([n for n in os.listdir(tmp_path) if n.startswith("built-")]) == 1
+
+
+def test_a_failing_build_raises_its_error_here(tmp_path):
+    from engine.data import DataError
+
+    def build():
+        raise DataError("x.json: none of its 3 annotations is usable")
+    with pytest.raises(DataError, match="none of its 3 annotations is usable"):
+        cached_arrays("t", _source(tmp_path), {}, build)
+    assert not [n for n in os.listdir(os.path.join(cache_root(), "t")) if not n.endswith(".lock")]
