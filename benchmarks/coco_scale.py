@@ -63,7 +63,10 @@ def _reset_peak():
         f.write("5")
     return _status("VmRSS")
 """
-_RSS = '_status("VmHWM")'
+# The peak of this process or of a child it waited for (engine.cache builds an entry in a forked
+# child: its peak is the parse's).
+_RSS = ('max(_status("VmHWM"), __import__("resource").getrusage(__import__("resource").RUSAGE_CHILDREN)'
+        '.ru_maxrss * 1024)')
 
 PARSE_PYCOCOTOOLS = _MEASURE + """import contextlib, io
 from pycocotools.coco import COCO
