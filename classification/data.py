@@ -12,7 +12,7 @@ applied later, in one place (:meth:`classification.task.ClassificationTask.norma
 """
 from __future__ import annotations
 
-import os
+import logging
 import warnings
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -23,13 +23,13 @@ from engine.config import ConfigError
 from engine import image_io
 from engine.data import ConcatDataset, DataError, split_item
 
+from .folder_index import IMG_EXTENSIONS, FolderIndex, load_folder_index
+
 __all__ = ["IMG_EXTENSIONS", "decode_image", "read_image", "scan_image_folder", "ImageFolder",
            "draw_shape_image", "SyntheticShapes", "ConcatClassification",
            "build_classification_set"]
 
-# torchvision's ImageFolder extensions, plus webp/jp2/... that OpenCV decodes.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
-                  ".pnm", ".gif")
+logger = logging.getLogger(__name__)
 
 _REMEDY = "replace or delete the file, or set data.skip_bad=true to skip unreadable images"
 
@@ -51,62 +51,39 @@ def read_image(path: str) -> np.ndarray:
 
 
 def scan_image_folder(root: str, key: str = "root", skip_bad: bool = False) -> Tuple[List[str], List[str], List[int]]:
-    """``(class names, file paths, labels)`` of ``root/CLASS/*``, classes and files sorted.
+    """``(class names, file paths, labels)`` of ``root/CLASS/*`` as lists, in torchvision's order
+    (:func:`classification.folder_index.load_folder_index`, which :class:`ImageFolder` keeps as flat
+    arrays instead).
 
     Raises DataError (naming ``key``, the config entry) when the root is missing, has no class
     folders, or a class folder holds no image (with ``skip_bad`` an empty class only warns: it keeps
     its label so that labels stay those of the folder list). Files without an image extension are
     ignored and counted in a warning; hidden files are ignored.
     """
-    if not os.path.isdir(root):
-        what = "is a file, not a directory" if os.path.exists(root) else "directory not found"
-        raise DataError(f"{key}: {root}: {what}; expected an ImageFolder tree root/CLASS/image.jpg")
-    entries = sorted((e for e in os.scandir(root) if not e.name.startswith(".")), key=lambda e: e.name)
-    classes = [e.name for e in entries if e.is_dir()]
-    if not classes:
-        loose = [e.name for e in entries if e.is_file()]
-        hint = f" (it holds {len(loose)} loose files, e.g. {loose[0]}: move each image into a folder named " \
-               "after its class, e.g. with ImageNet's valprep.sh for the validation set)" if loose else ""
-        raise DataError(f"{key}: {root}: no class folders{hint}; expected root/CLASS/image.jpg")
-    paths: List[str] = []
-    labels: List[int] = []
-    ignored: List[str] = []
-    for label, name in enumerate(classes):
-        folder = os.path.join(root, name)
-        files = []
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(filenames):
-                if f.startswith("."):
-                    continue
-                (files if f.lower().endswith(IMG_EXTENSIONS) else ignored).append(os.path.join(dirpath, f))
-        if not files:
-            message = (f"{key}: class folder {folder} holds no images (extensions "
-                       f"{', '.join(IMG_EXTENSIONS[:5])}, ...); add images or remove the folder")
-            if not skip_bad:
-                raise DataError(message)
-            warnings.warn(message + "; the class keeps its label (data.skip_bad)")
-        paths += files
-        labels += [label] * len(files)
-    if ignored:
-        warnings.warn(f"{key}: ignored {len(ignored)} files without an image extension, e.g. {ignored[0]}")
-    return classes, paths, labels
+    index = load_folder_index(root, key, skip_bad)
+    return index.classes, list(index.paths), index.labels.tolist()
 
 
 class ImageFolder(Dataset):
     """``root/CLASS/image`` decoded with OpenCV.
 
     ``transform(image_uint8_rgb, sample_seed) -> tensor``; items are ``index`` (evaluation) or
-    ``(index, sample_seed)`` (training, as the engine's sampler gives them). Paths are kept in a
-    numpy array rather than a list of str: loader workers then share the pages instead of copying
-    them as Python reference counts change (a known memory blow-up with millions of files).
+    ``(index, sample_seed)`` (training, as the engine's sampler gives them). The index of the tree
+    (:mod:`classification.folder_index`) is scanned once per machine and cached as flat arrays that
+    every rank and loader worker memory-maps (``$RESKIT_CACHE``); ``paths[i]`` makes one path
+    string when it is asked for, so no per-sample Python object lives in a worker (a list of 1.28M
+    str would be copied into each worker page by page as reference counts change).
     """
 
     def __init__(self, root: str, transform: Optional[Callable] = None, key: str = "root", skip_bad: bool = False):
         self.root = root
-        self.classes, paths, labels = scan_image_folder(root, key, skip_bad)
-        self.paths = np.array(paths)
-        self.labels = np.array(labels, dtype=np.int64)
+        self.index: FolderIndex = load_folder_index(root, key, skip_bad)
+        entry = self.index.entry
+        logger.info("%s: %s: %s images in %d classes; index %s, %s", key, root, f"{len(self.index):,}",
+                    len(self.index.classes), entry.describe(), entry.describe_size())
+        self.classes = self.index.classes
+        self.paths = self.index.paths
+        self.labels = self.index.labels
         self.transform = transform
         self.skip_bad = skip_bad
 
@@ -115,7 +92,7 @@ class ImageFolder(Dataset):
 
     def load(self, index: int) -> Optional[np.ndarray]:
         """The decoded image, or None when it is unreadable and ``skip_bad`` (a warning names it)."""
-        path = str(self.paths[index])
+        path = self.paths[index]
         try:
             return read_image(path)
         except DataError as e:

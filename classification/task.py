@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from engine.checkpoint import KIND_CLASSIFICATION, checkpoint_kind, checkpoint_meta, checkpoint_state, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
-from engine.dist import get_world_size, is_main_process
+from engine.dist import get_world_size, is_main_process, reduce_sum_tensor
 from engine.logger import dataset_summary
 from engine.sampler import gather_in_order
 
@@ -284,13 +284,14 @@ class ClassificationTask:
         device = next(model.parameters()).device
         per_rank = max(1, test.ims_per_batch // get_world_size())
         loader = build_inference_loader(self.val_set, per_rank, collate_eval, self.cfg.data.num_workers)
-        local: List[tuple] = []
-        skipped = 0
+        # top-1 hits, top-5 hits, images, skipped: four counts per rank, summed over the ranks (no
+        # rank holds another's per-image results)
+        counts = torch.zeros(4, dtype=torch.float64)
         # the report's records: every image's class, top-1 and its probability; copies of the
         # most confident mistakes
         records = ClassificationRecords(REPORT_MISTAKES if getattr(test, "report", False) else 0)
         for batch in loader:
-            skipped += batch["skipped"]
+            counts[3] += batch["skipped"]
             labels = batch["labels"]
             if not len(labels):
                 continue
@@ -302,27 +303,28 @@ class ClassificationTask:
             else:
                 scores = center_scores(model, images.to(device), self.normalize)
             hits = topk_correct(scores.float().cpu(), labels, (1, 5))
-            local += list(zip(hits[1].tolist(), hits[5].tolist()))
+            counts[0] += int(hits[1].sum())
+            counts[1] += int(hits[5].sum())
+            counts[2] += len(labels)
             # centre crop: logits; 10-crop and multi-scale: mean softmax scores already
             probabilities = scores.float().cpu()
             records.add(probabilities.softmax(1) if not (test.multiscale or test.ten_crop) else probabilities,
                         labels, images)
-        parts = gather_in_order([{"hits": local, "skipped": skipped, "records": records.state()}])
+        top1, top5, num_images, skipped = (int(v) for v in reduce_sum_tensor(counts).tolist())
+        parts = gather_in_order([records.state()])  # rank 0 only receives the others' (bounded) records
         if not is_main_process():
             return {}
-        hits = [h for part in parts for h in part["hits"]]
-        skipped = sum(part["skipped"] for part in parts)
-        if not hits:
+        if not num_images:
             warnings.warn("evaluation: no readable validation image")
             return {"num_images": 0, "skipped": skipped}
-        results = {"top1": 100.0 * sum(h1 for h1, _ in hits) / len(hits)}
+        results = {"top1": 100.0 * top1 / num_images}
         if self.cfg.model.num_classes > 5:  # with 5 classes or fewer, top-5 is 100% by construction
-            results["top5"] = 100.0 * sum(h5 for _, h5 in hits) / len(hits)
-        results.update({"num_images": len(hits),
+            results["top5"] = 100.0 * top5 / num_images
+        results.update({"num_images": num_images,
                         "view": "multiscale" if test.multiscale else "ten_crop" if test.ten_crop else "center"})
         if skipped:
             results["skipped"] = skipped
-        self._report_data = ClassificationRecords.merge([part["records"] for part in parts], records.k)
+        self._report_data = ClassificationRecords.merge(parts, records.k)
         return results
 
     def write_report(self, report, results: dict) -> None:

@@ -264,8 +264,8 @@ class COCOEvaluator:
     ``scores``, ``labels`` (contiguous 1..K) and, for ``segm``, ``masks`` ([N, H, W] or [N, 1, H, W] in
     original pixels; probabilities are thresholded at 0.5). Every image passed counts as evaluated,
     with or without detections. Under ``torchrun`` each rank updates with its shard;
-    ``evaluate()`` gathers the records (``engine.dist.all_gather_object``), and returns the
-    metrics on rank 0 and ``{}`` elsewhere::
+    ``evaluate()`` gathers the records to rank 0 in chunks (``engine.dist.gather_to_main``), and
+    returns the metrics on rank 0 and ``{}`` elsewhere (where ``results()`` is then empty)::
 
         {"bbox": {AP, AP50, ..., ARl}, "bbox_per_category": {name: AP}, "segm": ..., "segm_per_category": ...}
     """
@@ -302,14 +302,17 @@ class COCOEvaluator:
                 image_id, output["boxes"], output["scores"], output["labels"], self.contiguous_to_id, masks))
 
     def synchronize(self) -> None:
-        """Gather every rank's records and image ids (all ranks must call it)."""
+        """Gather every rank's records and image ids to rank 0 (all ranks must call it).
+
+        ``engine.dist.gather_to_main``: rank 0 receives the other ranks' records in chunks, and the
+        other ranks end with none (they do not evaluate), so no rank but 0 ever holds another
+        rank's records and rank 0 holds one copy of them (docs/scaling.md)."""
         if self._gathered:
             return
-        from engine.dist import all_gather_object  # torch: only where a model ran
+        from engine.dist import gather_to_main  # torch: only where a model ran
 
-        parts = all_gather_object((self._records, self._image_ids))
-        self._records = [r for records, _ in parts for r in records]
-        self._image_ids = [i for _, ids in parts for i in ids]
+        self._records = gather_to_main(self._records)
+        self._image_ids = gather_to_main(self._image_ids)
         self._gathered = True
 
     def results(self) -> List[dict]:

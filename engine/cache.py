@@ -256,13 +256,16 @@ def _locked(lock_path: str) -> Iterator[None]:
 
 
 def cached_arrays(kind: str, source: str, options: dict,
-                  build: Callable[[], Tuple[Dict[str, np.ndarray], dict]]) -> CacheEntry:
+                  build: Callable[[], Tuple[Dict[str, np.ndarray], dict]],
+                  signature: Optional[str] = None) -> CacheEntry:
     """The arrays ``build`` makes from ``source``, from the cache when its key matches.
 
     ``kind``: a short folder name ("coco", "imagefolder"); ``source``: the file the arrays come from
     (its path, size, mtime and content digest are in the key); ``options``: a json-able dict of
     everything else that changes the result (include a format version); ``build()``: returns
     ``(arrays, meta)``, {name: numpy array of a fixed dtype (no objects)} and a json-able dict.
+    ``signature``: for a source that is a folder (an ImageFolder tree), the caller's summary of its
+    content (e.g. the folders' mtimes), in place of the file's size, mtime and digest.
     See the module docstring for where, how and why.
     """
     root = cache_root()
@@ -274,7 +277,8 @@ def cached_arrays(kind: str, source: str, options: dict,
     st = os.stat(source)
     source_key = _hash_text(kind, source)
     options_key = _hash_text(json.dumps(options, sort_keys=True, default=str))
-    content_key = _hash_text(str(st.st_size), str(st.st_mtime_ns), file_digest(source))
+    content_key = (_hash_text(str(st.st_size), str(st.st_mtime_ns), file_digest(source)) if signature is None
+                   else _hash_text(signature))
     folder = os.path.join(root, kind)
     name = f"{source_key}-{options_key}-{content_key}"
     path = os.path.join(folder, name)
@@ -291,7 +295,7 @@ def cached_arrays(kind: str, source: str, options: dict,
         older = [n for n in os.listdir(folder) if n.startswith(source_key + "-") and n != name
                  and not n.endswith(".lock") and not n.startswith(".")]
         if any(n.startswith(f"{source_key}-{options_key}-") for n in older):
-            reason = "the file changed since it was cached"
+            reason = f"the {'file' if signature is None else 'folder'} changed since it was cached"
         elif older:
             reason = "other options than the cached entry"
         else:

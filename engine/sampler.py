@@ -19,10 +19,9 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .dist import get_rank, get_world_size
+from .dist import gather_to_main, get_rank, get_world_size
 
 Sample = Tuple[int, int]  # (dataset index, sample_seed)
 
@@ -190,12 +189,7 @@ class InferenceSampler(Sampler[int]):
 def gather_in_order(local_results: list) -> list:
     """Concatenate each rank's list of results in rank order, on rank 0 (other ranks get ``[]``).
 
-    With :class:`InferenceSampler` shards, the result is in dataset order.
+    With :class:`InferenceSampler` shards, the result is in dataset order. The items travel in
+    chunks (``engine.dist.gather_to_main``): no rank but 0 holds another rank's results.
     """
-    if get_world_size() == 1:
-        return list(local_results)
-    gathered = [None] * get_world_size() if get_rank() == 0 else None
-    dist.gather_object(list(local_results), gathered, dst=0)
-    if get_rank() != 0:
-        return []
-    return [r for part in gathered for r in part]
+    return gather_to_main(local_results)
