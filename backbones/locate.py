@@ -51,12 +51,10 @@ def downloads_allowed() -> bool:
 
 
 def cache_dir() -> str:
-    """reskit's own cache: $RESKIT_CACHE, else $TORCH_HOME/reskit (``~/.cache/torch/reskit``)."""
-    if os.environ.get("RESKIT_CACHE"):
-        return os.environ["RESKIT_CACHE"]
-    import torch.hub
-
-    return os.path.join(os.path.dirname(torch.hub.get_dir()), "reskit")
+    """reskit's own cache, shared with the annotation cache (engine.cache): $RESKIT_CACHE, else
+    ``~/.cache/reskit``."""
+    root = os.environ.get("RESKIT_CACHE", "")
+    return os.path.abspath(os.path.expanduser(root or os.path.join("~", ".cache", "reskit")))
 
 
 class Located(NamedTuple):

@@ -49,10 +49,3 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    # ImageFolder indexes go to the parse-once cache (engine.cache): a folder of the test session,
-    # never the user's ~/.cache (subprocesses inherit the variable)
-    monkeypatch.setenv("RESKIT_CACHE", str(tmp_path_factory.getbasetemp() / "reskit-cache"))

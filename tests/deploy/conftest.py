@@ -14,7 +14,7 @@ def offline(tmp_path, monkeypatch):
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.setenv("RESKIT_OFFLINE", "1")
-    monkeypatch.delenv("RESKIT_CACHE", raising=False)
+    monkeypatch.setenv("RESKIT_CACHE", str(tmp_path / "reskit_cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "iopath"))
 
