@@ -42,6 +42,7 @@ def load_pretrained(model: nn.Module, source, format: str = "auto", strict_shape
 
 
 def _load(model: nn.Module, cfg: BackboneConfig) -> nn.Module:
+    cfg.check_weights_file()  # the starting weights are loaded now: a missing file is one line
     model.load_report = load_pretrained(model, cfg.weights, format=cfg.weights_format) if cfg.weights else None
     check_backbone_fit(model.load_report)  # most of the network random is a failure, not a start
     return model
