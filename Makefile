@@ -13,6 +13,9 @@ $(STAMP): setup.py constraints.txt
 	# torch first and by exact version: pip takes the wheels this machine keeps on disk.
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,deploy]'
+	# our modules' bytecode once: where PYTHONDONTWRITEBYTECODE is set, every process (each stage of
+	# the demo, each test's subprocess) would compile them again (~0.1 s each)
+	$(BIN)/python -m compileall -q engine backbones classification detection segmentation tools > /dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional, Sequence
 
-import timm
 import torch
-from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from .base import Backbone
@@ -41,6 +39,8 @@ def timm_input_norm(model: nn.Module) -> dict:
 
 def timm_classifier(model_name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     """timm's own classifier (never downloads weights); ``input_norm`` recorded from its config."""
+    import timm  # here, not at module level: every process that builds a ResNet would pay its import
+
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
     model.input_norm = timm_input_norm(model)
     return model
@@ -57,6 +57,9 @@ class TimmBackbone(Backbone):
         **timm_kwargs,
     ) -> None:
         super().__init__()
+        import timm  # on use: importing timm costs ~0.3 s a process that builds no timm model
+        from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
+
         if not timm.is_model(model_name):  # accepts pretrained tags too: resnet50.a1_in1k
             import difflib
 
@@ -124,6 +127,8 @@ class TimmBackbone(Backbone):
             return self
         if at > 5:
             raise ValueError(f"freeze_at must be in 0..5, got {at}")
+        from timm.layers import freeze_batch_norm_2d
+
         units = self._units()
         unit_names = [n for n, _ in units]
 

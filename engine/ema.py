@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
-from timm.utils import ModelEmaV3
 from torch import nn
 
 
@@ -16,6 +15,10 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float):
+        # timm on first use only: importing it costs every training process ~0.3 s (its models, hub
+        # client) and most runs keep no EMA
+        from timm.utils import ModelEmaV3
+
         self.ema = ModelEmaV3(model, decay=decay)
 
     @property

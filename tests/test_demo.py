@@ -42,3 +42,23 @@ def test_classifier_processes_follow_the_precision_under_auto():
     assert demo.classifier_processes("auto", 2, "bf16") == 1
     assert demo.classifier_processes("auto", 1, "fp32") == 1
     assert demo.classifier_processes("2", 2, "bf16") == 2
+
+
+def test_a_result_below_its_floor_is_recorded_and_fails_a_full_run(capsys):
+    """The figures table marks a missed floor, and a full run (not --quick) records it so that the
+    demo exits 1 after writing its report."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import demo
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    floors = demo.FLOORS
+    results = {"classification": {"top1": floors["classification top-1"] + 1}, "bbox": {"AP": floors["box AP"] + 1},
+               "segm": {"AP": floors["mask AP"] - 0.1}, "sem_seg": {"mIoU": floors["semantic mIoU"]}}
+    timings = {"pretrain classifier": 1.0, "train Mask R-CNN": 1.0, "train semantic FPN": 1.0, "total": 3.0}
+    demo.MISSED.clear()
+    demo.print_figures(results, timings, {}, quick=True)
+    assert demo.MISSED == [] and "a floor MISSED" in capsys.readouterr().out
+    demo.print_figures(results, timings, {}, quick=False)
+    assert demo.MISSED == [f"mask AP {floors['mask AP'] - 0.1:.1f} < {floors['mask AP']:.0f}"]
+    demo.MISSED.clear()

@@ -35,7 +35,9 @@ except ImportError:  # not on Unix
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 CPU_SECONDS: dict = {}
-FLOORS = {"classification top-1": 95.0, "box AP": 50.0, "mask AP": 50.0, "semantic mIoU": 80.0}
+MISSED: list = []  # the floors a full run missed (print_figures): the demo then exits 1
+# moved from 95 / 50 / 50 / 80 on 2026-12-06 for fewer steps (the 10 minutes on a real AVX2 CPU; docs/speed.md)
+FLOORS = {"classification top-1": 93.0, "box AP": 45.0, "mask AP": 40.0, "semantic mIoU": 75.0}
 
 
 def run(stage: str, cmd: list, timings: dict, run_dir: str = "", chosen: dict = None, processes: int = 1) -> None:
@@ -173,6 +175,8 @@ def print_figures(results: dict, timings: dict, chosen: dict, quick: bool = Fals
         for name, value in [got[stage]] + ([mask] if stage == "train Mask R-CNN" else []) if stage in got else []:
             ok = value is not None and value >= FLOORS[name]
             met &= ok
+            if not ok and not quick:
+                MISSED.append(f"{name} {fmt(value)} < {FLOORS[name]:.0f}")
             cells.append(f"{name} {fmt(value)} (>= {FLOORS[name]:.0f}{'' if ok else ', MISSED'})")
         if stage == "total":
             cells = [f"{seconds / 60:.1f} min (budget 10); " + ("every floor met" if met else "a floor MISSED")
@@ -266,3 +270,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    if MISSED:  # every stage ran and reported; a result below its floor still fails the demo
+        sys.exit(f"demo: below the floor: {', '.join(MISSED)}")
