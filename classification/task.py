@@ -277,6 +277,7 @@ class ClassificationTask:
 
     # -------------------------------------------------------------------------------- evaluation
 
+    @torch.no_grad()  # as the detection and segmentation tasks: called outside the trainer too
     def evaluate(self, model: nn.Module) -> dict:
         if self.val_set is None:
             return {}
