@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import tempfile
 from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
@@ -110,21 +109,18 @@ def _probe_file(path: str, image_id):
     report names the file it belongs to; OpenCV offers no hook for those messages."""
     if not os.path.isfile(path):
         return "missing_file", path, ""
+    from engine.image_io import c_stderr_to, message_lines  # OpenCV: loaded with the first image
+
     with tempfile.TemporaryFile() as capture:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(capture.fileno(), 2)
-        try:
-            shape = read_coco_image(path, image_id).shape[:2]
-            problem, detail = None, tuple(shape)
-        except DataError as e:
-            problem, detail = "unreadable_file", str(e)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        with c_stderr_to(capture):
+            try:
+                shape = read_coco_image(path, image_id).shape[:2]
+                problem, detail = None, tuple(shape)
+            except DataError as e:
+                problem, detail = "unreadable_file", str(e)
         capture.seek(0)
-        warning = capture.read().decode("utf-8", "replace").strip()
-    return problem, detail, " / ".join(line.strip() for line in warning.splitlines() if line.strip())
+        warning = capture.read().decode("utf-8", "replace")
+    return problem, detail, message_lines(warning)
 
 
 def _probe_many(items):

@@ -14,6 +14,7 @@ per file and process. OpenCV has no hook for these messages, hence the redirecti
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -26,12 +27,31 @@ import numpy as np
 
 from .data import DataError
 
-__all__ = ["decode_image", "read_image", "check_rgb_images", "name_decoder_messages"]
+__all__ = ["decode_image", "read_image", "check_rgb_images", "name_decoder_messages", "c_stderr_to", "message_lines"]
 
 logger = logging.getLogger(__name__)
 
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 _REMEDY = "replace or delete the file"
+
+
+@contextlib.contextmanager
+def c_stderr_to(file):
+    """fd 2 pointed at ``file`` inside the block: what C libraries (libjpeg, libpng) print there lands
+    in it. fd 2 belongs to the whole process: callers with threads hold a lock around it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def message_lines(text: str) -> str:
+    """A decoder's messages as one line."""
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class _DecoderMessages:
@@ -50,14 +70,8 @@ class _DecoderMessages:
         with self.lock:
             if self.pid != os.getpid():  # a forked worker: a file of its own
                 self.file, self.pid, self.named = tempfile.TemporaryFile(), os.getpid(), set()
-            sys.stderr.flush()
-            saved = os.dup(2)
-            os.dup2(self.file.fileno(), 2)
-            try:
+            with c_stderr_to(self.file):
                 image = cv2.imdecode(buf, _FLAGS)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
             fd = self.file.fileno()
             text = ""
             size = os.lseek(fd, 0, os.SEEK_CUR)
@@ -66,7 +80,7 @@ class _DecoderMessages:
                 text = os.read(fd, min(size, 65536)).decode("utf-8", "replace")
                 os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
-        message = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+        message = message_lines(text)
         if message and where not in self.named:
             self.named.add(where)
             logger.warning(f"{where}: the decoder says: {message} (the image was decoded and is used; "
