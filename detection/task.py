@@ -226,6 +226,13 @@ class DetectionTask:
             if is_main_process():
                 logger.info("detector weights:\n%s", report)
             self._notes.append(("weights", f"{self.cfg.model.weights}\n{report}"))
+        elif self.training and not mcfg.backbone.weights:
+            line = ("no starting weights (model.weights and model.backbone.weights are null): the whole detector "
+                    "starts from random initialisation; set model.backbone.weights (a file or a name such as "
+                    "torchvision:ResNet50_Weights.IMAGENET1K_V2) or model.weights (a detector checkpoint)")
+            if is_main_process():
+                logger.warning(line)
+            self._notes.append(("weights", line))
         self._model_input_norm = dict(model.input_norm)
         return model
 

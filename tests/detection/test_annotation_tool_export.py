@@ -225,6 +225,7 @@ def test_train_on_the_export_then_ground_truth_against_itself(export, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(os.path.join(out, "log.txt")).read()
     assert "label space: id 0 'pieces' left out, no training annotation uses it" in log
+    assert "no starting weights (model.weights and model.backbone.weights are null)" in log  # said, not silent
     assert "dropped: 2 malformed_bbox" in log  # the two [x, y, null, null] boxes of the training json
     assert "ground truth" in log and "dropped: 1 malformed_bbox" in log  # the validation json's, at evaluation
     meta = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["meta"]
