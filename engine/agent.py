@@ -23,11 +23,13 @@ from typing import Optional
 
 from .checkpoint import CHECKPOINT_WRITE
 
-__all__ = ["exit_with_agent", "under_torchrun"]
+__all__ = ["agent_gone", "exit_with_agent", "stop_for_lost_agent", "under_torchrun"]
 
 POLL_SECONDS = 0.25
 CHECKPOINT_GRACE_SECONDS = 5.0  # how long a checkpoint being written may take to finish
 _WATCH: Optional[threading.Thread] = None
+_AGENT: Optional[int] = None
+_STOPPING = threading.Lock()
 
 
 def under_torchrun() -> bool:
@@ -42,22 +44,47 @@ def exit_with_agent() -> bool:
 
     A no-op outside torchrun: a plain run outlives the shell that started it (``nohup``) as before.
     engine.launch.run_tool and the Trainer call it; calling it again does nothing."""
-    global _WATCH
+    global _WATCH, _AGENT
     if _WATCH is not None:
         return True
     if not under_torchrun() or not sys.platform.startswith("linux"):
         return False
-    agent = os.getppid()
-    _WATCH = threading.Thread(target=_watch, args=(agent,), name="reskit-agent-watch", daemon=True)
+    _AGENT = os.getppid()
+    _WATCH = threading.Thread(target=_watch, name="reskit-agent-watch", daemon=True)
     _WATCH.start()
     return True
 
 
-def _watch(agent: int) -> None:
-    while os.getppid() == agent:
+def agent_gone(wait: float = 0.0) -> bool:
+    """Whether the watched agent has died, waiting up to ``wait`` seconds for it to show.
+
+    A collective often fails *because* the agent died: its death closes the rendezvous store's socket,
+    or a peer rank's watch ended that peer first. The kernel closes a dying process's sockets before it
+    re-parents its children, so the failure can be seen a moment before ``getppid()`` changes;
+    engine.launch waits briefly here so that such a failure is told as the agent's death."""
+    if _AGENT is None:
+        return False
+    deadline = time.monotonic() + wait
+    while os.getppid() == _AGENT:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _watch() -> None:
+    while os.getppid() == _AGENT:
         time.sleep(POLL_SECONDS)
+    stop_for_lost_agent()
+
+
+def stop_for_lost_agent() -> None:
+    """Say that the agent is gone, let a checkpoint write finish, end the loader workers, exit 1.
+    Called by the watch thread or by engine.launch on a collective that failed for that reason;
+    whichever comes second blocks until the first ends the process, so the line is written once."""
+    _STOPPING.acquire()
     print(f"error: rank {os.environ.get('RANK', '?')}: the torchrun agent that started this worker "
-          f"(pid {agent}) is gone; stopping this worker (the checkpoints on disk are complete: "
+          f"(pid {_AGENT}) is gone; stopping this worker (the checkpoints on disk are complete: "
           "continue with --resume)", file=sys.stderr, flush=True)
     CHECKPOINT_WRITE.acquire(timeout=CHECKPOINT_GRACE_SECONDS)  # kept: no new write starts
     for child in multiprocessing.active_children():  # DataLoader workers

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from .agent import exit_with_agent
+from .agent import POLL_SECONDS, agent_gone, exit_with_agent, stop_for_lost_agent
 from .cli import fail
 from .config import ConfigError
 from .data import DataError, user_message
@@ -46,6 +46,8 @@ def run_tool(main: Callable[[], Any]) -> Any:
     except RuntimeError as e:
         if not is_peer_failure(e):
             raise
+        if agent_gone(wait=2 * POLL_SECONDS):
+            stop_for_lost_agent()  # the agent's death is why the collective failed: say that
         fail(peer_failure_message(e), 1)
     finally:
         destroy_distributed()
