@@ -7,6 +7,8 @@ are needed by tools that must start without torch (``tools/check_dataset.py``, `
 from __future__ import annotations
 
 import bisect
+import functools
+import gc
 import os
 import random
 import re
@@ -154,6 +156,37 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
+def freeze_before_fork() -> None:
+    """Collect, then move every object this process holds into the collector's permanent generation
+    (``gc.freeze``), just before loader workers are forked.
+
+    A forked worker shares its rank's pages until something writes to them, and CPython's cyclic
+    collector writes into the header of every object it visits: one full collection in a worker copies
+    every page holding the rank's Python objects (the imports, the model, the dataset), so each worker
+    slowly becomes a private copy of its rank's heap. Frozen objects are never visited, in the rank or
+    in the workers, so those pages stay shared (the ``gc.freeze`` documentation's recipe for fork without
+    exec). The cost: a cycle among objects alive now is never collected later; everything alive at
+    that moment (model, optimizer, datasets) lives for the whole run anyway."""
+    gc.collect()
+    gc.freeze()
+
+
+@functools.lru_cache(maxsize=None)
+def _loader_class() -> type:
+    # A DataLoader whose workers start from a frozen heap (freeze_before_fork). _get_iterator is the
+    # one place every worker start goes through (the first iter() of a persistent loader, each iter()
+    # of another); torch is imported here, not at module level (the module docstring says why).
+    from torch.utils.data import DataLoader
+
+    class ForkFriendlyLoader(DataLoader):
+        def _get_iterator(self):
+            if self.num_workers > 0:
+                freeze_before_fork()
+            return super()._get_iterator()
+
+    return ForkFriendlyLoader
+
+
 def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate_fn: Callable[[list], Any],
                        num_workers: Union[int, str], pin_memory: Optional[bool] = None, seed: int = 0,
                        prefetch_factor: int = 2) -> DataLoader:
@@ -163,7 +196,6 @@ def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate
     RNG, which would make the training randomness depend on when the loader was started (a resume).
     """
     import torch
-    from torch.utils.data import DataLoader
 
     from .hardware import resolve_num_workers  # "auto" -> an int for this machine
 
@@ -173,7 +205,7 @@ def build_train_loader(dataset: "Dataset", sampler: "TrainBatchSampler", collate
     kwargs = {}
     if num_workers > 0:
         kwargs = dict(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_worker_init)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=SkippingCollate(collate_fn),
+    return _loader_class()(dataset, batch_sampler=sampler, collate_fn=SkippingCollate(collate_fn),
                       num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
@@ -183,7 +215,6 @@ def build_inference_loader(dataset: "Dataset", batch_size: int, collate_fn: Call
     """This rank's shard of ``dataset`` (``InferenceSampler``) in batches of ``batch_size``; dataset
     items are plain indices. Gather the per-rank outputs with ``engine.sampler.gather_in_order``."""
     import torch
-    from torch.utils.data import DataLoader
 
     from .hardware import resolve_num_workers  # "auto" -> an int for this machine
     from .sampler import InferenceSampler
@@ -191,7 +222,7 @@ def build_inference_loader(dataset: "Dataset", batch_size: int, collate_fn: Call
     num_workers = resolve_num_workers(num_workers)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
+    return _loader_class()(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
                       collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0),
                       worker_init_fn=_worker_init if num_workers > 0 else None)
