@@ -41,16 +41,17 @@ __all__ = ["read_json", "load_coco", "CocoIndex", "contiguous_category_map", "re
 _REMEDY = "replace the file or remove the image from the dataset (data.skip_bad=true skips and counts such images)"
 _MISSING = "check the images directory or the file_name in the annotation json"
 # What the cache key holds besides the file: the cleaning options and the code that makes the arrays
-# (a digest of detection/annotations.py and detection/coco_arrays.py, so that a changed rule rebuilds).
+# (a digest of the cleaning's files, detection/annotations.py and the modules it is made of, and of
+# detection/coco_arrays.py, so that a changed rule rebuilds).
 _MAX_EXAMPLES = 5
 
 
 def _cache_options() -> dict:
     import hashlib
 
-    from . import annotations, coco_arrays
+    from . import annotation_segm, annotations, cleaned_coco, coco_arrays, json_numbers
     code = hashlib.blake2b(digest_size=8)
-    for module in (annotations, coco_arrays):
+    for module in (annotations, cleaned_coco, json_numbers, annotation_segm, coco_arrays):
         with open(module.__file__, "rb") as f:
             code.update(f.read())
     return {"max_examples": _MAX_EXAMPLES, "code": code.hexdigest()}

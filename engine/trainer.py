@@ -22,6 +22,10 @@ events, ``checkpoints/model_{iter:07d}.pth`` (the last ``solver.keep_checkpoints
 (when the primary metric improves), ``model_final.pth`` and ``results.json``.
 
 Iterations count optimizer steps; "checkpoint at iteration N" holds the state after N steps.
+
+This file holds the loop (set-up, iterations, interruption, the end of training); the trainer's
+evaluation, ``--eval-only`` and report are :class:`engine.trainer_eval.TrainerEvaluation`, what it
+saves and how it resumes :class:`engine.trainer_checkpoints.TrainerCheckpoints`, both inherited.
 """
 from __future__ import annotations
 
@@ -33,18 +37,17 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .agent import exit_with_agent
-from .checkpoint import Checkpointer, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, DistConfig, overridden_keys, save_config, to_dict
+from .checkpoint import Checkpointer, save_checkpoint, set_rng_state
+from .config import ConfigError, DistConfig, overridden_keys
 from .data import DataError, build_train_loader, move_to_device, seed_everything, set_deterministic, user_message
-from .dist import (all_gather_object, broadcast_object, get_rank, get_world_size, init_distributed,
-                   is_main_process, reduce_sum_tensor, restart_count)
+from .dist import get_rank, get_world_size, init_distributed, is_main_process, reduce_sum_tensor
 from .ema import ModelEMA
 from .grad_reduce import install_grad_reduce
 from .hardware import autocast, plan_run
@@ -52,11 +55,12 @@ from .interrupt import GracefulInterrupt, TrainingInterrupted, eval_only_command
 from .jsonio import write_json
 from .image_io import name_decoder_messages
 from .logger import MetricsLogger, setup_logging
-from .resume import check_resume_config, resume_config_path
 from .optim import build_optimizer
 from .sampler import TrainBatchSampler, derive_seed
 from .schedule import SCALED_KEYS, build_lr_scheduler, scale_for_batch, schedule_warnings
 from .task import Task
+from .trainer_checkpoints import TrainerCheckpoints, load_model_weights  # noqa: F401 - importable from here
+from .trainer_eval import TrainerEvaluation, lookup_metric
 
 __all__ = ["Task", "Trainer", "lookup_metric"]
 
@@ -68,16 +72,6 @@ def tracks_running_stats(model: nn.Module) -> bool:
     the buffers DDP must broadcast from rank 0 to keep the ranks' models the same."""
     return any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
                for m in model.modules())
-
-
-def lookup_metric(results: dict, dotted: str) -> Optional[float]:
-    """``results["bbox"]["AP"]`` for ``"bbox.AP"``; None when absent."""
-    node: Any = results
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, (int, float)) else None
 
 
 def describe_schedule(given, runs, num_train: int, typed=frozenset()) -> str:
@@ -100,7 +94,7 @@ def describe_schedule(given, runs, num_train: int, typed=frozenset()) -> str:
     return text
 
 
-class Trainer:
+class Trainer(TrainerCheckpoints, TrainerEvaluation):
     """Trains ``task`` as ``cfg`` says.
 
     ``cfg`` is a task config dataclass with at least: ``output_dir``, ``seed``, ``deterministic``,
@@ -279,66 +273,6 @@ class Trainer:
             self.write_report(results)
         return results
 
-    def _start(self, resume: bool):
-        """Restore the newest checkpoint (resume) or check the output_dir is free; returns the saved
-        per-rank RNG states, or None on a fresh start.
-
-        Under torchrun, a restarted worker group (TORCHELASTIC_RESTART_COUNT > 0: a worker died and
-        ``--max-restarts`` allowed another attempt) resumes without ``--resume`` (docs/distributed.md)."""
-        found, state = None, None
-        if not resume and restart_count() > 0:
-            resume = True
-            if is_main_process():
-                logger.info(f"torchrun restart {restart_count()}: resuming from the newest complete checkpoint")
-        if is_main_process():
-            self.checkpointer.remove_stale_temporaries()
-            if resume:
-                latest = self.checkpointer.load_latest()  # rank 0 picks; every rank loads that file
-                if latest is not None:
-                    found, state = latest
-            elif self.checkpointer.all():
-                found = "exists"
-        found = broadcast_object(found)
-        if found == "exists":
-            raise ConfigError(f"{self.cfg.output_dir} already holds checkpoints of a run: pass --resume to "
-                              "continue it, or choose another output_dir (or delete its checkpoints/)")
-        if found is None:
-            if resume and is_main_process():
-                logger.info(f"no checkpoint in {self.checkpointer.directory}: starting from scratch")
-            return None
-        if state is None and os.path.isfile(found):
-            state = load_checkpoint(found)
-        # Several nodes without a shared output_dir: a rank that cannot see the file gets rank 0's copy.
-        blind = [r for r, missing in enumerate(all_gather_object(state is None)) if missing]
-        if blind:
-            if is_main_process():
-                logger.warning(f"ranks {blind} cannot read {found}: sending them rank 0's copy (put "
-                               "output_dir on a filesystem every node shares to avoid this)")
-            state = broadcast_object(state if is_main_process() else None)
-        self._check_resume_config(state, found)  # before loading: a changed model must not half-load
-        self.load_state(state)
-        self.last_checkpoint = found
-        if is_main_process():
-            logger.info(f"resuming from {found} (iteration {self.iteration})")
-        return state.get("rng")
-
-    def _check_resume_config(self, state: dict, checkpoint: str) -> None:
-        """A resume continues one experiment: the config may differ from the checkpoint's only in run
-        length, logging, periods and workers, unless --allow-config-change (engine.resume)."""
-        self._config_changes = check_resume_config(self.cfg, state, checkpoint,
-                                                    getattr(self, "_allow_config_change", False))
-        if self._config_changes and is_main_process():
-            logger.info(f"resuming with a changed config: {', '.join(self._config_changes)}")
-
-    def _save_run_config(self) -> None:
-        # A resume never overwrites the run's config.yaml; what it changed goes beside it.
-        if self.last_checkpoint is None:
-            path = os.path.join(self.cfg.output_dir, "config.yaml")
-        else:
-            path = resume_config_path(self.cfg.output_dir, self.iteration, self._config_changes)
-        if path is not None:
-            save_config(self.cfg, path)
-
     def _step(self, batches, sampler: TrainBatchSampler, metrics: MetricsLogger) -> None:
         solver = self.cfg.solver
         start = time.perf_counter()
@@ -411,181 +345,3 @@ class Trainer:
             f"non-finite loss at iteration {self.iteration + 1}: {terms} (total "
             f"{sum(losses.values()):.6g}); stopped before the optimizer step, {kept}. Lower "
             "solver.base_lr, lengthen solver.warmup_iters, set solver.clip_grad, or check the data")
-
-    def _newest_finite_checkpoint(self) -> str:
-        # Weights can blow up several steps before the loss turns non-finite, so the newest file is
-        # not necessarily a good one: name the newest whose weights are all finite, with their scale.
-        for _, path in reversed(self.checkpointer.all()):
-            try:
-                state = load_checkpoint(path)["model"]
-            except Exception:  # noqa: BLE001 - an unreadable file is simply not a candidate
-                continue
-            tensors = [v for v in state.values() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
-            if all(bool(torch.isfinite(v).all()) for v in tensors):
-                largest = max((float(v.abs().max()) for v in tensors), default=0.0)
-                return (f"the newest checkpoint whose weights are all finite is {path} "
-                        f"(largest |weight| {largest:.3g})")
-        return "no checkpoint with finite weights was written"
-
-    # -------------------------------------------------------------------------------- evaluation
-
-    def evaluate(self) -> dict:
-        """Evaluate the current weights (the EMA weights when ``solver.ema``); full results on
-        every rank."""
-        return self._evaluate_model(self.ema.module if self.ema is not None else self.model)
-
-    def _evaluate_model(self, model: nn.Module) -> dict:
-        # Evaluation must not shift the training's random streams: a run evaluated at other moments
-        # (or resumed after an evaluation) would otherwise diverge.
-        rng = get_rng_state()
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), autocast(self.device, self.precision):
-                results = self.task.evaluate(model)
-        finally:
-            model.train(was_training)
-            set_rng_state(rng)
-        return broadcast_object(results if is_main_process() else None) or {}
-
-    def _evaluate_and_track(self, metrics: Optional[MetricsLogger] = None) -> dict:
-        results = self.evaluate()
-        if metrics is not None:
-            metrics.log_eval(self.iteration, results)
-        metric = lookup_metric(results, self.task.primary_metric)
-        if metric is None:
-            if self.cfg.solver.lr_schedule == "plateau":
-                raise KeyError(f"the evaluation has no '{self.task.primary_metric}' for the plateau "
-                               f"schedule (it returned: {sorted(results)})")
-            if not self._warned_missing_metric and is_main_process():
-                warnings.warn(f"the evaluation has no '{self.task.primary_metric}': no model_best.pth")
-            self._warned_missing_metric = True
-            return results
-        self.scheduler.report(metric)
-        if self.best_metric is None or metric > self.best_metric:
-            self.best_metric = metric
-            if is_main_process():
-                state = self._weights_state()
-                state["metric"] = {self.task.primary_metric: metric}
-                save_checkpoint(os.path.join(self.cfg.output_dir, "model_best.pth"), state)
-        return results
-
-    def evaluate_only(self, weights: Optional[str] = None) -> dict:
-        """Load ``weights`` (default: ``output_dir/model_final.pth``; a reskit checkpoint: its
-        "model_ema" when ``solver.ema``, else "model") into the model, evaluate, and write
-        ``results_eval.json`` in ``output_dir`` (rank 0). Full results on every rank."""
-        weights = weights or os.path.join(self.cfg.output_dir, "model_final.pth")
-        loader = getattr(self.task, "load_weights", None)
-        if loader is not None:
-            loader(self.model, weights)
-        else:
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"weights file not found: {weights!r}: set model.weights to a "
-                                        "model_final.pth / model_best.pth / checkpoint of a run")
-            state = load_checkpoint(weights)
-            key = "model_ema" if self.ema is not None and "model_ema" in state else "model"
-            load_model_weights(self.model, state.get(key, state), weights)
-        self._preload_report()
-        results = self._evaluate_model(self.model)
-        if is_main_process():
-            os.makedirs(self.cfg.output_dir, exist_ok=True)
-            write_json(os.path.join(self.cfg.output_dir, "results_eval.json"), results)
-            write_json(os.path.join(self.cfg.output_dir, "hardware.json"), self.hardware.as_dict())
-            self.write_report(results)
-        return results
-
-    def _wants_report(self) -> bool:
-        return (getattr(self.task, "write_report", None) is not None and getattr(self.cfg.test, "report", False)
-                and is_main_process())
-
-    def _preload_report(self) -> None:
-        if self._wants_report():  # matplotlib's imports overlap the evaluation (engine.report.preload_plotting)
-            from .report import preload_plotting
-            preload_plotting()
-
-    def write_report(self, results: dict) -> Optional[str]:
-        """``output_dir/report/index.html`` (engine.report), rank 0, when ``test.report`` and the task
-        has ``write_report(report, results)``: the task's sections, then the run's (engine.report_run:
-        hardware, the task's ``report_notes()``, curves, config). Returns its path, or None. A report
-        that fails is a warning with the reason: the run's results are written already."""
-        if not self._wants_report():
-            return None
-        writer = self.task.write_report
-        from .report import Report
-        from .report_run import add_run_section
-
-        start = time.perf_counter()
-        max_mb = getattr(self.cfg.test, "report_max_mb", 20.0)
-        try:
-            report = Report(self.report_dir or os.path.join(self.cfg.output_dir, "report"), os.path.basename(
-                os.path.abspath(self.cfg.output_dir)), max_mb=max_mb,
-                limit_hint=f"test.report_max_mb={max_mb:g} now; set it higher")
-            writer(report, results)
-            notes = getattr(self.task, "report_notes", None)
-            add_run_section(report, self.cfg.output_dir, self.hardware.lines(), notes() if notes else ())
-            path = report.write()
-        except Exception:  # noqa: BLE001 - the run is done and saved; say why its report is missing
-            logger.exception("the report could not be written (the run's results and weights are saved)")
-            return None
-        logger.info(f"report: {path} ({time.perf_counter() - start:.1f} s)")
-        return path
-
-    # ------------------------------------------------------------------------------- checkpoints
-
-    def _weights_state(self) -> dict:
-        state = {"model": self.model.state_dict(), "config": to_dict(self.cfg),
-                 "meta": self.task.checkpoint_meta(), "iteration": self.iteration}
-        if self.ema is not None:
-            state["model_ema"] = self.ema.state_dict()
-        return state
-
-    def state_dict(self) -> dict:
-        """Everything a resume needs (rank 0's view; RNG states are added per rank when saving)."""
-        state = self._weights_state()
-        state.update({
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "grad_scaler": self.scaler.state_dict(),
-            "sampler": {"start_batch": self.iteration},  # one global batch per optimizer step
-            "best_metric": self.best_metric,
-        })
-        return state
-
-    def save_checkpoint(self) -> None:
-        """``checkpoints/model_{iteration:07d}.pth``; a collective call (every rank's RNG is saved)."""
-        rng = all_gather_object(get_rng_state())
-        self.saved_iteration = self.iteration  # on every rank (last_checkpoint is rank 0's path)
-        if is_main_process():
-            state = self.state_dict()
-            state["rng"] = rng
-            self.last_checkpoint = self.checkpointer.save(self.iteration, state)
-
-    def load_state(self, state: dict) -> None:
-        load_model_weights(self.model, state["model"], "checkpoint")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler.is_enabled() and state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
-        if self.ema is not None:
-            if "model_ema" in state:
-                self.ema.load_state_dict(state["model_ema"])
-            else:
-                warnings.warn("the checkpoint has no EMA weights (solver.ema was off): starting the EMA "
-                              "from the current weights")
-                self.ema.load_state_dict(self.model.state_dict())
-        self.iteration = int(state["iteration"])
-        self.best_metric = state.get("best_metric")
-
-
-def load_model_weights(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Strict load with a one-line error that names what does not match."""
-    missing, unexpected = [], []
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    except RuntimeError as e:  # shape mismatches
-        raise DataError(f"{source}: weights do not fit the model: {str(e).splitlines()[-1].strip()}") from None
-    if missing or unexpected:
-        raise DataError(f"{source}: weights do not fit the model: {len(missing)} missing keys "
-                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
-                         "is it a checkpoint of this model and config?")
