@@ -221,6 +221,8 @@ def train_run(name: str, paths: dict, out: str, env: dict, ranks: int, workers: 
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT)
         result = {"command": " ".join(cmd[1:]), "ranks": ranks, "workers": workers, "iters": iters}
         peak, first, end = 0, None, None
+        window = []  # the tree's PSS over the last 10% of the iterations: one snapshot lands at a random
+        # moment of an iteration, and a rank's heap swings by a few hundred MB within one
         try:
             while proc.poll() is None:
                 if time.monotonic() - start > timeout:
@@ -231,6 +233,8 @@ def train_run(name: str, paths: dict, out: str, env: dict, ranks: int, workers: 
                 if first is None and it >= 1:
                     first = _snapshot(memory)
                     result["first_iteration_seconds"] = time.monotonic() - start
+                if it >= iters - max(1, iters // 10) and end is None:
+                    window.append(memory["pss"])
                 if end is None and it >= iters:
                     end = _snapshot(memory)
                     result["iters_seconds"] = time.monotonic() - start
@@ -241,7 +245,8 @@ def train_run(name: str, paths: dict, out: str, env: dict, ranks: int, workers: 
                 proc.wait(60)
     if proc.returncode:
         raise RuntimeError(f"{name}: exit {proc.returncode}; see {os.path.join(out, name + '.log')}")
-    result.update(peak_tree_pss=peak, first=first, end=end)
+    result.update(peak_tree_pss=peak, first=first, end=end,
+                  end_window_mean_pss=sum(window) / len(window) if window else None, end_window_samples=len(window))
     if first and end:
         result["worker_private_growth"] = {str(pid): end["workers"][pid]["private"] - w["private"]
                                            for pid, w in first["workers"].items() if pid in end["workers"]}

@@ -20,9 +20,10 @@ def _train_lines(name: str, run: dict) -> List[str]:
     first, end = run.get("first") or {}, run.get("end") or {}
     lines = [f"  {name}: first iteration {_s(run.get('first_iteration_seconds'))} after launch; tree PSS peak "
              f"{_mb(run.get('peak_tree_pss'))}, after the first iteration {_mb(first.get('tree_pss'))}, "
-             f"after {run['iters']} iterations {_mb(end.get('tree_pss'))}"]
+             f"after {run['iters']} iterations {_mb(end.get('tree_pss'))} (mean of the last 10% of the "
+             f"iterations: {_mb(run.get('end_window_mean_pss'))}, {run.get('end_window_samples', 0)} samples)"]
     for pid, r in sorted((end or first).get("ranks", {}).items()):
-        lines.append(f"    rank pid {pid}: PSS {_mb(r['pss'])}, RSS {_mb(r['rss'])}")
+        lines.append(f"    rank pid {pid}: PSS {_mb(r['pss'])}, RSS {_mb(r['rss'])}, private {_mb(r.get('private'))}")
     growth = run.get("worker_private_growth") or {}
     for pid, w in sorted(first.get("workers", {}).items()):
         after = end.get("workers", {}).get(pid, {}).get("private") if end else None
@@ -57,6 +58,10 @@ def format_report(report: dict) -> str:
             lines.append(f"  goal: {multi[0]['ranks']} ranks x {multi[0]['workers']} workers <= 1 rank x 0 workers + 1 GB "
                          f"after {multi[0]['iters']} iterations: +{gap / MB:,.0f} MB "
                          f"({'met' if gap <= 1e9 else 'NOT met'})")
+            a, b = multi[0].get("end_window_mean_pss"), single.get("end_window_mean_pss")
+            if a and b:
+                lines.append(f"  the same on the means of the last 10% of the iterations: +{(a - b) / MB:,.0f} MB "
+                             f"({'met' if a - b <= 1e9 else 'NOT met'})")
     ev = report.get("evaluation")
     if ev:
         lines.append("evaluation of the val-sized results (whole process)   reskit eval_coco.py   pycocotools script")
