@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from engine.config import ConfigError, choice
+from engine.resume import starting_weights_required
 
 from .locate import check_weights_name, is_weights_name
 
@@ -78,7 +79,10 @@ class BackboneConfig:
 
     def check_weights_file(self, prefix: str = "") -> None:
         """One line when ``weights`` names a file that is not there. Called by a task's model section
-        when the starting weights will be loaded, i.e. when no whole-model weights replace them."""
+        when the starting weights will be loaded, i.e. when no whole-model weights replace them (nor a
+        checkpoint being resumed: engine.resume)."""
+        if not starting_weights_required():
+            return
         if self.weights and not is_weights_name(self.weights) and not os.path.isfile(self.weights):
             raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
 

@@ -13,6 +13,7 @@ from typing import ClassVar, List, Optional
 
 from backbones.config import BackboneConfig
 from engine.config import ConfigError, RunConfig, SolverConfig, TestConfig, Workers, check_workers, choice
+from engine.resume import starting_weights_required
 
 __all__ = ["ClsConfig", "ClsModelConfig", "ClsDataConfig", "ClsDatasetConfig", "SyntheticShapesConfig",
            "ClsTestConfig", "RECIPES"]
@@ -59,7 +60,7 @@ class ClsModelConfig:
             raise ConfigError(f"{prefix}num_classes: must be at least 1, got {self.num_classes}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ConfigError(f"{prefix}drop_rate: expected a probability in [0, 1), got {self.drop_rate}")
-        if self.weights and not os.path.isfile(self.weights):
+        if self.weights and starting_weights_required() and not os.path.isfile(self.weights):
             raise ConfigError(f"{prefix}weights: file not found: {self.weights}")
         if not self.weights:  # whole-classifier weights replace the backbone's starting weights
             self.backbone.check_weights_file(prefix + "backbone.")

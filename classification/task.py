@@ -32,6 +32,7 @@ from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
 from engine.dist import get_world_size, is_main_process, reduce_sum_tensor
 from engine.logger import dataset_summary
+from engine.resume import resumed_line, resuming_from
 from engine.sampler import gather_in_order
 
 from backbones.build import build_classifier, load_pretrained
@@ -144,7 +145,11 @@ class ClassificationTask:
         except ValueError as e:
             raise ConfigError(f"model.backbone: {e}") from None
         self.head_name = classifier_head_name(model)
-        if bcfg.weights and self.training:  # evaluation reads every weight from the checkpoint
+        resumed = self.training and resuming_from()
+        if resumed:  # the checkpoint resumed replaces every weight: the starting ones are not read
+            if is_main_process():
+                logger.info(resumed_line(mcfg, resumed))
+        elif bcfg.weights and self.training:  # evaluation reads every weight from the checkpoint
             self._load_pretrained(model, bcfg.weights, bcfg.weights_format)
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))
         if mcfg.drop_rate > 0:

@@ -14,6 +14,7 @@ from engine.checkpoint import KIND_DETECTION, read_checkpoint
 from engine.config import ConfigError
 from engine.data import DataError, build_inference_loader
 from engine.dist import is_main_process
+from engine.resume import resumed_line, resuming_from
 
 from .batching import collate_detection
 from .coco import load_coco
@@ -214,11 +215,15 @@ class DetectionTask:
     def build_model(self) -> nn.Module:
         self._resolve_num_classes()
         mcfg = self.cfg.model
-        if not self.training or replaces_backbone(mcfg.weights, mcfg.weights_partial):
-            # whole-detector weights fill the backbone: its starting weights are not read (nor required)
+        resumed = self.training and resuming_from()
+        if not self.training or resumed or replaces_backbone(mcfg.weights, mcfg.weights_partial):
+            # whole-detector weights (or the checkpoint resumed) fill the backbone: its starting weights
+            # are not read (nor required)
             mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
         model = build_detector(mcfg, self.cfg.input)
-        if self.cfg.model.weights:
+        if resumed:
+            self._note_resumed(resumed)
+        elif self.cfg.model.weights:
             # training: the class-dependent predictor may start new (fine-tuning); evaluation: all must fit
             report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint,
                                            allow_mismatch=self.training, partial=self.cfg.model.weights_partial)
@@ -235,6 +240,12 @@ class DetectionTask:
             self._notes.append(("weights", line))
         self._model_input_norm = dict(model.input_norm)
         return model
+
+    def _note_resumed(self, checkpoint: str) -> None:
+        line = resumed_line(self.cfg.model, checkpoint)
+        if is_main_process():
+            logger.info(line)
+        self._notes.append(("weights", line))
 
     def param_lr_mults(self, model: nn.Module) -> Dict[str, float]:
         mult = self.cfg.model.backbone.lr_mult

@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Type, TypeVar
 
 from .config import ConfigError, load_config
 from .logger import setup_logging
+from .resume import forget_resume, load_config_to_resume
 
 T = TypeVar("T")
 
@@ -42,11 +43,19 @@ def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
     raise SystemExit(code)
 
 
-def parse_config(schema: Type[T], path: Optional[str], overrides: Sequence[str]) -> T:
+def parse_config(schema: Type[T], path: Optional[str], overrides: Sequence[str], resume: bool = False) -> T:
     """Load and validate, or exit with code 2 and a one-line message before any work; then send the
-    run's log to the console and ``output_dir/log.txt`` (torchrun's ``RANK`` picks the file)."""
+    run's log to the console and ``output_dir/log.txt`` (torchrun's ``RANK`` picks the file).
+
+    ``resume`` (``--resume``; a torchrun restart counts too): when ``output_dir`` holds a checkpoint,
+    the starting-weights files are not required (engine.resume.load_config_to_resume)."""
+    forget_resume()
     try:
-        cfg = load_config(schema, path, overrides)
+        cfg = None
+        if resume or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+            cfg = load_config_to_resume(lambda: load_config(schema, path, overrides))
+        if cfg is None:
+            cfg = load_config(schema, path, overrides)
     except ConfigError as e:
         fail(str(e), 2)
     setup_logging(getattr(cfg, "output_dir", None), int(os.environ.get("RANK", "0")))

@@ -12,6 +12,7 @@ its config as ``config.resume-{iteration}.yaml`` beside it (docs/tools.md, "Resu
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,7 +20,8 @@ import yaml
 
 from .config import ConfigError, to_dict
 
-__all__ = ["FREE_TO_CHANGE", "config_changes", "check_resume_config", "resume_config_path"]
+__all__ = ["FREE_TO_CHANGE", "config_changes", "check_resume_config", "forget_resume", "load_config_to_resume", "resume_config_path",
+           "resumed_line", "resuming_from", "starting_weights_required"]
 
 # Dotted keys (a trailing "." covers a whole section) a resume may change without --allow-config-change.
 FREE_TO_CHANGE = ("solver.max_iter", "solver.max_epochs", "solver.checkpoint_period", "solver.keep_checkpoints",
@@ -90,3 +92,58 @@ def resume_config_path(output_dir: str, iteration: int, changed: List[str]) -> O
     if not changed:
         return None
     return os.path.join(output_dir, f"config.resume-{iteration}.yaml")
+
+
+# A resume from a checkpoint replaces every weight, so the run's starting weights (model.backbone.weights,
+# a detector's or segmenter's model.weights) are neither read nor required then: the file may have moved
+# or gone since the run started. The tools find the checkpoint before they build the model
+# (load_config_to_resume, through engine.cli.parse_config); the config checks and the tasks' build_model
+# ask here. Module state, because a tool runs one run per process.
+_CHECKPOINT: Optional[str] = None
+_LOADING_TO_RESUME = False
+
+
+def resuming_from() -> Optional[str]:
+    """The checkpoint this process resumes from, when its tool found one before building the model."""
+    return _CHECKPOINT
+
+
+def starting_weights_required() -> bool:
+    """False while a config is loaded for a resume and once a checkpoint to resume from was found."""
+    return not _LOADING_TO_RESUME and _CHECKPOINT is None
+
+
+def forget_resume() -> None:
+    """A new run in this process (engine.cli.parse_config; tests run several tools in one process)."""
+    global _CHECKPOINT
+    _CHECKPOINT = None
+
+
+def resumed_line(model_cfg, checkpoint: str) -> str:
+    """What a resumed run's log says of its starting weights (``model_cfg``: the config's model section)."""
+    backbone = getattr(model_cfg, "backbone", None)
+    given = [w for w in (getattr(model_cfg, "weights", None), getattr(backbone, "weights", None)) if w]
+    where = os.path.dirname(checkpoint)
+    if not given:
+        return f"weights: from the checkpoint resumed in {where}"
+    return (f"starting weights not read ({', '.join(given)}): the run resumes from a checkpoint in {where}, "
+            "which replaces every weight")
+
+
+def load_config_to_resume(load, output_dir_of=lambda cfg: cfg.output_dir):
+    """``load()`` (a config loader) for ``--resume`` or a torchrun restart: the config without the
+    starting-weights file checks, when ``output_dir/checkpoints`` holds a checkpoint (that checkpoint is
+    recorded for :func:`resuming_from`); None when it holds none (a fresh start: load as usual)."""
+    global _CHECKPOINT, _LOADING_TO_RESUME
+    _CHECKPOINT = None
+    _LOADING_TO_RESUME = True
+    try:
+        cfg = load()
+    finally:
+        _LOADING_TO_RESUME = False
+    found = sorted(glob.glob(os.path.join(output_dir_of(cfg), "checkpoints", "model_*.pth")))
+    if not found:
+        return None
+    _CHECKPOINT = found[-1]
+    return cfg
+

@@ -16,7 +16,7 @@ from .checkpoint import get_rng_state, load_checkpoint
 from .config import ConfigError, save_config, to_dict
 from .data import DataError
 from .dist import all_gather_object, broadcast_object, is_main_process, restart_count
-from .resume import check_resume_config, resume_config_path
+from .resume import check_resume_config, resume_config_path, resuming_from
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,12 @@ class TrainerCheckpoints:
         if found == "exists":
             raise ConfigError(f"{self.cfg.output_dir} already holds checkpoints of a run: pass --resume to "
                               "continue it, or choose another output_dir (or delete its checkpoints/)")
+        if found is None and resuming_from():
+            # the model was built without its starting weights because a checkpoint was there: training
+            # on from random weights would be a silent failure
+            raise DataError(f"--resume: no checkpoint in {self.checkpointer.directory} could be loaded (see the "
+                            "warnings above), and the starting weights were not read because one was there; "
+                            "remove the unreadable checkpoints, or choose another output_dir to start afresh")
         if found is None:
             if resume and is_main_process():
                 logger.info(f"no checkpoint in {self.checkpointer.directory}: starting from scratch")

@@ -26,6 +26,7 @@ from engine.checkpoint import KIND_SEMANTIC_SEGMENTATION
 from engine.data import build_inference_loader
 from engine.logger import dataset_summary
 from engine.dist import get_world_size, is_main_process
+from engine.resume import resumed_line, resuming_from
 from engine.sampler import gather_in_order
 
 from .config import SegConfig, SegDatasetConfig
@@ -191,11 +192,17 @@ class SemanticSegmentationTask:
     # ---- model -----------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         mcfg = self.cfg.model
-        if not self.training or replaces_backbone(mcfg.weights, mcfg.weights_partial):
-            # whole-model weights fill the backbone: its starting weights are not read (nor required)
+        resumed = self.training and resuming_from()
+        if not self.training or resumed or replaces_backbone(mcfg.weights, mcfg.weights_partial):
+            # whole-model weights (or the checkpoint resumed) fill the backbone: its starting weights are
+            # not read (nor required)
             mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
         model = build_segmentation_model(mcfg)
-        if self.cfg.model.weights and self.training:
+        if resumed:
+            self._notes.append(("model weights", resumed_line(self.cfg.model, resumed)))
+            if is_main_process():
+                logger.info(self._notes[-1][1])
+        elif self.cfg.model.weights and self.training:
             report = load_segmentation_weights(model, self.cfg.model.weights, strict=False,
                                                partial=self.cfg.model.weights_partial)
             if is_main_process():

@@ -274,3 +274,41 @@ def test_eval_only_with_another_tasks_checkpoint(capsys, files, tool_name, weigh
     expect_error(run(capsys, tool_name, "--config", config, "--eval-only", f"output_dir={files['root'] / tool_name}",
                      f"model.weights={files[weights]}", *extra), 1, files[weights], *words,
                  case=f"{tool_name} --eval-only with a {'detector' if weights == 'det' else 'classifier'} checkpoint")
+
+
+# ---------------------------------------------------------- a resume needs no starting-weights file
+
+@pytest.mark.parametrize("tool_name, weights_key, source", [
+    ("train_det", "model.backbone.weights", "backbone"),
+    ("train_det", "model.weights", "det"),
+    ("train_seg", "model.backbone.weights", "backbone"),
+])
+def test_resume_after_the_starting_weights_file_is_gone(capsys, files, tmp_path, tool_name, weights_key, source):
+    """A checkpoint replaces every weight: --resume must not ask for the file the run started from
+    (it had moved, and the resume stopped with "file not found" although nothing would read it)."""
+    import shutil
+
+    start = tmp_path / "start.pth"
+    shutil.copy(files[source], start)
+    if tool_name == "train_det":
+        argv = ["--config", DET_CONFIG, *det_overrides(files["data"], tmp_path / "run")]
+    else:
+        argv = ["--config", SEG_CONFIG, *_seg_overrides(files, "unused"), f"output_dir={tmp_path / 'run'}"]
+    argv += [f"{weights_key}={start}", "solver.checkpoint_period=1", "test.report=false"]
+    first = run(capsys, tool_name, *argv, "solver.max_iter=1")
+    assert first.code == 0, first.err[-2000:]
+    start.unlink()
+    fresh = run(capsys, tool_name, *argv, "output_dir=" + str(tmp_path / "other"), "solver.max_iter=1")
+    # without a checkpoint the file is needed: a config error (2) for the backbone's, a missing file (1) for
+    # whole-model weights, which are read at build time
+    expect_error(fresh, 2 if "backbone" in weights_key else 1, "not found", str(start),
+                 case=f"{tool_name} {weights_key} gone, no checkpoint")
+    resumed = run(capsys, tool_name, *argv, "--resume", "solver.max_iter=2")
+    assert resumed.code == 0, resumed.err[-2000:]
+    assert f"starting weights not read ({start}" in resumed.out
+    assert "resuming from" in resumed.out and "iteration 1" in resumed.out
+    # every checkpoint unreadable: the model was built without its starting weights, so no silent fresh start
+    for path in (tmp_path / "run" / "checkpoints").glob("model_*.pth"):
+        path.write_bytes(b"not a checkpoint")
+    expect_error(run(capsys, tool_name, *argv, "--resume", "solver.max_iter=3"), 1, "--resume: no checkpoint in",
+                 "could be loaded", case=f"{tool_name} --resume, every checkpoint unreadable, starting weights gone")

@@ -25,7 +25,7 @@ def main():
     args = default_argument_parser(__doc__.splitlines()[0]).parse_args()
     # evaluation reads every weight from the checkpoint: the backbone's starting weights need not be there
     overrides = (["model.backbone.weights=null"] if args.eval_only else []) + list(args.overrides)
-    cfg = parse_config(ClsConfig, args.config, overrides)
+    cfg = parse_config(ClsConfig, args.config, overrides, resume=args.resume and not args.eval_only)
     trainer = Trainer(cfg, ClassificationTask(cfg, training=not args.eval_only))
     if args.eval_only:  # model.weights, else output_dir/model_final.pth
         results = trainer.evaluate_only(cfg.model.weights)

@@ -22,7 +22,7 @@ def main():
     args = default_argument_parser(__doc__.splitlines()[0]).parse_args()
     # evaluation reads every weight from the checkpoint: the backbone's starting weights need not be there
     overrides = (["model.backbone.weights=null"] if args.eval_only else []) + list(args.overrides)
-    cfg = parse_config(DetConfig, args.config, overrides)
+    cfg = parse_config(DetConfig, args.config, overrides, resume=args.resume and not args.eval_only)
     trainer = Trainer(cfg, DetectionTask(cfg, training=not args.eval_only))
     if args.eval_only:
         if not cfg.model.weights:

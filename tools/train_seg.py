@@ -22,7 +22,7 @@ def main(argv=None):
     args = default_argument_parser(__doc__.splitlines()[0]).parse_args(argv)
     # evaluation reads every weight from model.weights: the backbone file need not be there
     overrides = (["model.backbone.weights=null"] if args.eval_only else []) + list(args.overrides)
-    cfg = parse_config(SegConfig, args.config, overrides)
+    cfg = parse_config(SegConfig, args.config, overrides, resume=args.resume and not args.eval_only)
     trainer = Trainer(cfg, SemanticSegmentationTask(cfg, training=not args.eval_only))
     if args.eval_only:
         if not cfg.model.weights:
