@@ -230,3 +230,21 @@ def test_corrupt_jpeg_data_warnings_name_the_file_in_the_log(tmp_path):
     assert len(named) == 1 and f"{bad}: the decoder says: Corrupt JPEG data" in named[0], log[-2000:]
     unnamed = [line for line in proc.stderr.splitlines() if "Corrupt JPEG data" in line and str(bad) not in line]
     assert not unnamed, proc.stderr[-2000:]
+
+
+def test_resume_reads_no_starting_weights(tmp_path, caplog):
+    """The checkpoint replaces every weight: a resume runs after the backbone file has gone and says so
+    (that it continues the checkpoint bitwise is tests/engine/test_resume.py's)."""
+    import logging
+
+    start = tmp_path / "r18.pth"
+    torch.manual_seed(0)
+    torch.save(build_classifier("resnet18", 10).state_dict(), str(start))
+    path = _write(tmp_path, solver={**TINY["solver"], "max_iter": 2, "checkpoint_period": 1})
+    _run_tool(["--config", path, f"model.backbone.weights={start}"])
+    start.unlink()
+    with pytest.raises(SystemExit):  # a fresh run still needs it: one line, exit code 2
+        _run_tool(["--config", _write(tmp_path, name="other"), f"model.backbone.weights={start}"])
+    with caplog.at_level(logging.INFO):
+        _run_tool(["--config", path, f"model.backbone.weights={start}", "--resume", "solver.max_iter=3"])
+    assert f"starting weights not read ({start})" in caplog.text and "resuming from" in caplog.text
