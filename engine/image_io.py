@@ -27,7 +27,8 @@ import numpy as np
 
 from .data import DataError
 
-__all__ = ["decode_image", "read_image", "check_rgb_images", "name_decoder_messages", "c_stderr_to", "message_lines"]
+__all__ = ["decode_image", "read_image", "check_rgb_images", "name_decoder_messages", "decoder_messages_named",
+           "c_stderr_to", "message_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,18 @@ _MESSAGES = _DecoderMessages()
 def name_decoder_messages(enabled: bool = True) -> None:
     """Turn the C decoders' stderr messages into warnings naming the image (see the module's doc)."""
     _MESSAGES.enabled = enabled
+
+
+@contextlib.contextmanager
+def decoder_messages_named():
+    """:func:`name_decoder_messages` inside the block (training, ``--eval-only``, ``eval_coco.py``,
+    ``predict.py``), as it was before it afterwards."""
+    before = _MESSAGES.enabled
+    _MESSAGES.enabled = True
+    try:
+        yield
+    finally:
+        _MESSAGES.enabled = before
 
 
 def decode_image(data: bytes, where: str = "<bytes>", remedy: str = _REMEDY) -> np.ndarray:

@@ -16,6 +16,7 @@ from torch import nn
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .dist import broadcast_object, is_main_process
 from .hardware import autocast
+from .image_io import decoder_messages_named
 from .jsonio import write_json
 from .logger import MetricsLogger
 from .trainer_checkpoints import load_model_weights
@@ -96,7 +97,8 @@ class TrainerEvaluation:
             key = "model_ema" if self.ema is not None and "model_ema" in state else "model"
             load_model_weights(self.model, state.get(key, state), weights)
         self._preload_report()
-        results = self._evaluate_model(self.model)
+        with decoder_messages_named():  # libjpeg's "Corrupt JPEG data" names its file (engine.image_io)
+            results = self._evaluate_model(self.model)
         if is_main_process():
             os.makedirs(self.cfg.output_dir, exist_ok=True)
             write_json(os.path.join(self.cfg.output_dir, "results_eval.json"), results)

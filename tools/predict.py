@@ -26,12 +26,18 @@ from detection.weights import REMEDY  # noqa: E402
 from engine.checkpoint import KIND_DETECTION, KIND_SEMANTIC_SEGMENTATION, checkpoint_kind, read_checkpoint  # noqa: E402
 from engine.config import ForeignConfigError  # noqa: E402
 from engine.data import DataError  # noqa: E402
-from engine.image_io import read_image  # noqa: E402
+from engine.image_io import decoder_messages_named, read_image as _read_image  # noqa: E402
 from engine.launch import run_tool  # noqa: E402
 from engine.logger import setup_logging  # noqa: E402
 from engine.jsonio import write_json  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image(path: str):
+    """The image, with libjpeg's "Corrupt JPEG data" lines turned into a warning naming the file."""
+    with decoder_messages_named():
+        return _read_image(path)
 
 
 def list_images(paths) -> list:

@@ -230,6 +230,12 @@ def test_corrupt_jpeg_data_warnings_name_the_file_in_the_log(tmp_path):
     assert len(named) == 1 and f"{bad}: the decoder says: Corrupt JPEG data" in named[0], log[-2000:]
     unnamed = [line for line in proc.stderr.splitlines() if "Corrupt JPEG data" in line and str(bad) not in line]
     assert not unnamed, proc.stderr[-2000:]
+    # --eval-only names it as well (it printed libjpeg's line alone)
+    proc = subprocess.run([PYTHON, os.path.join(ROOT, "tools", "train_cls.py"), "--config", config, "--eval-only",
+                           f"data.val=[{{root: {root}}}]"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "Corrupt JPEG data" in line]
+    assert lines and all(f"{bad}: the decoder says: Corrupt JPEG data" in line for line in lines), lines
 
 
 def test_resume_reads_no_starting_weights(tmp_path, caplog):
