@@ -7,7 +7,7 @@ torch 2.14 has no shared-memory path for ranks on one machine (upstream gloo gai
 pytorch/gloo#458), so this module gives DDP one as a communication hook
 (``DistributedDataParallel.register_comm_hook``, the documented way to replace its all-reduce):
 
-* a bucket goes in chunks of at most ``CHUNK`` gradients (4 MB): each rank copies a chunk into its own
+* a bucket goes in chunks of at most ``CHUNK`` gradients (16 MB): each rank copies a chunk into its own
   slot of a file in ``/dev/shm`` that every rank maps;
 * a gloo barrier on a group of its own;
 * every rank sums all slots in rank order into its bucket and divides by the world size.
@@ -17,7 +17,7 @@ ranks they are also bitwise those of gloo's all-reduce (``(a + b) / 2`` and DDP'
 the same numbers: halving is exact). Consecutive chunks alternate between two halves of the file, so a
 rank writes chunk k + 2 into the half that chunk k used only after the barrier of chunk k + 1, which no
 rank reaches before it has finished reading chunk k. The file therefore holds
-``2 x world size x CHUNK`` floats whatever the model (16 MB for two ranks), not a copy of every
+``2 x world size x CHUNK`` floats whatever the model (64 MB for two ranks), not a copy of every
 gradient per rank (it did: 198 MB for two ranks of the COCO benchmark's ResNet-18 Mask R-CNN, 700 MB
 for a ResNet-50 one). The file is unlinked as soon as every rank has mapped it: nothing is left behind
 when a run ends or dies.
@@ -48,7 +48,7 @@ __all__ = ["SharedMemoryAverager", "choose_grad_reduce", "install_grad_reduce"]
 
 SHM_DIR = "/dev/shm"
 _HEADROOM = 64 << 20  # leave this much of /dev/shm free for everything else (loader workers use it too)
-CHUNK = 1 << 20  # gradients a slot holds (4 MB of float32): a bucket larger than this goes in pieces
+CHUNK = 4 << 20  # gradients a slot holds (16 MB of float32): a bucket larger than this goes in pieces
 
 
 def slot_numel(numel: int) -> int:

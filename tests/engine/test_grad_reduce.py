@@ -24,12 +24,12 @@ def test_auto_takes_shared_memory_only_for_cpu_ranks_on_one_machine():
     assert path == "default" and "2 of the 4 ranks run on other machines" in reason
     path, reason = choose_grad_reduce("auto", torch.device("cuda", 0), "nccl", 2, 2, 1000, 500 * MB)
     assert path == "default" and reason.startswith("nccl all-reduce")
-    # 2 x 2 ranks x a 1M-float chunk = 16 MB and 64 MB of headroom: more than /dev/shm has (Docker's default is 64 MB)
+    # 2 x 2 ranks x a 4M-float chunk = 64 MB and 64 MB of headroom: more than /dev/shm has (Docker's default is 64 MB)
     path, reason = choose_grad_reduce("auto", CPU, "gloo", 2, 2, 10_000_000, 64 * MB)
     assert path == "default" and "/dev/shm has 64 MB free" in reason
-    # the file holds 2 x ranks x one chunk (1M floats), not every gradient: 16 MB for 2 ranks of any model
-    path, reason = choose_grad_reduce("auto", CPU, "gloo", 2, 2, 100_000_000, 90 * MB)
-    assert path == "shared_memory" and "(16 MB)" in reason
+    # the file holds 2 x ranks x one chunk (4M floats), not every gradient: 64 MB for 2 ranks of any model
+    path, reason = choose_grad_reduce("auto", CPU, "gloo", 2, 2, 100_000_000, 200 * MB)
+    assert path == "shared_memory" and "(64 MB)" in reason
     assert choose_grad_reduce("auto", CPU, "gloo", 2, 2, 1000, -1) == ("default", "gloo all-reduce (no /dev/shm on "
                                                                               "this system)")
     assert choose_grad_reduce("gloo", CPU, "gloo", 2, 2, 1000, 500 * MB)[0] == "default"
