@@ -39,7 +39,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .evaluation import _backend, _coco_from_dataset, _empty_results
+from .evaluation import _backend, _coco_from_dataset
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 AREAS = ("all", "small", "medium", "large")

@@ -96,7 +96,7 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     order = class_order(instances, cat_ids)
     report.section("Precision-recall")
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
-                f"an image" + (f"; the {MAX_CURVES} classes with the most instances" if len(cat_ids) > MAX_CURVES
+                "an image" + (f"; the {MAX_CURVES} classes with the most instances" if len(cat_ids) > MAX_CURVES
                                else ""), "note")
     first = evals[iou_types[0]]
     shown = [k for k in order[:MAX_CURVES] if instances[cat_ids[k]]]  # no ground truth: no curve

@@ -64,9 +64,9 @@ def swatches_html(items: Sequence[tuple], after: str = "") -> str:
     """A legend line: ``(name, colour)`` items (a CSS string or an RGB tuple), then the text ``after``."""
     from engine.report import escape
 
-    return '<p class="note">' + "".join(
-        f'<span class="swatch" style="background:{_css(c)}"></span>{escape(n)}' for n, c in items) + \
-        (f" &mdash; {escape(after)}" if after else "") + "</p>"
+    swatches = "".join(f'<span style="white-space:nowrap"><span class="swatch" style="background:{_css(c)}">'
+                       f"</span>{escape(n)}</span>" for n, c in items)  # a swatch never apart from its name
+    return f'<p class="note">{swatches}' + (f" &mdash; {escape(after)}" if after else "") + "</p>"
 
 
 def breakdown_legend() -> str:

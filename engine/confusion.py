@@ -64,7 +64,8 @@ def _tip(names: Sequence[str], t: int, p: int, count: int, frac: float, unit: st
     false positives, its column missed objects."""
     last = len(names) - 1
     if background and t == last:
-        return f"{count} {names[p]} detection{'s' * (count != 1)} on no object ({100 * frac:.1f}% of the false positives)"
+        return (f"{count} {names[p]} detection{'s' * (count != 1)} on no object "
+                f"({100 * frac:.1f}% of the false positives)")
     if background and p == last:
         return f"{names[t]} missed: {count} {unit} ({100 * frac:.1f}% of {names[t]})"
     verb = "detected as" if background else "predicted as"
@@ -126,10 +127,10 @@ def add_confusion_matrix(report: Report, matrix: np.ndarray, names: Sequence[str
     m = np.asarray(matrix)
     if len(m) <= HTML_MAX_CLASSES + int(background):
         if background:
-            report.text(f"Rows: the ground truth's class, last the background (bg: detections on no object, "
-                        f"false positives); columns: the detection's class, last the background (objects "
-                        f"missed), by class number; counts of {unit} (of detections in the bg row), blue on the diagonal "
-                        "(right), red off it (wrong), shaded by the share of the row. Hover over a cell "
+            report.text("Rows: the ground truth's class, last the background (bg: detections on no object, "
+                        "false positives); columns: the detection's class, last the background (objects "
+                        f"missed), by class number; counts of {unit} (of detections in the bg row), blue on the "
+                        "diagonal (right), red off it (wrong), shaded by the share of the row. Hover over a cell "
                         "for its names.", "note")
         else:
             report.text(f"Rows: the true class; columns: the prediction (by class number); counts of {unit}, "

@@ -21,7 +21,8 @@ def test_nice_ticks_are_round_and_cover_the_range(lo, hi, expected):
 
 
 def _points(svg, tag):
-    return [[tuple(float(v) for v in p.split(",")) for p in m.split()] for m in re.findall(rf'<{tag} points="([^"]+)"', svg)]
+    found = re.findall(rf'<{tag} points="([^"]+)"', svg)
+    return [[tuple(float(v) for v in p.split(",")) for p in m.split()] for m in found]
 
 
 def test_chart_maps_data_into_its_panels():
