@@ -39,7 +39,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .evaluation import _backend, _coco_from_dataset, _empty_results
+from .evaluation import _backend, _coco_from_dataset
 
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 AREAS = ("all", "small", "medium", "large")
@@ -86,13 +86,37 @@ def _loaded(coco_cls, gt_dataset: dict, records: List[dict]) -> List[dict]:
     """The records as ``COCO.loadRes`` completes them (id, area, bbox, iscrowd), once."""
     if not records:
         return []
+    if "bbox" not in records[0] and "segmentation" in records[0]:
+        # loadRes's branch for masks, with pycocotools' area and toBbox: faster_coco_eval's, called
+        # once a record as its loadRes does, took 6x as long (0.036 s against 0.006 for 3,000 masks)
+        from pycocotools import mask as mask_utils
+
+        out = []
+        for i, r in enumerate(records):
+            a = dict(r, area=float(mask_utils.area(r["segmentation"])), id=i + 1, iscrowd=0)
+            if "bbox" not in a:
+                a["bbox"] = mask_utils.toBbox(r["segmentation"]).tolist()
+            out.append(a)
+        return out
     coco_gt = _coco_from_dataset(coco_cls, gt_dataset)
     with contextlib.redirect_stdout(io.StringIO()):
         return list(coco_gt.loadRes([dict(r) for r in records]).dataset["annotations"])
 
 
+def _relabelled(annotations: List[dict], cat_id: int) -> List[dict]:
+    """Copies of ``annotations`` as objects of ``cat_id``, those of other categories flagged ignore."""
+    return [dict(a, category_id=cat_id, **({_IGNORE_KEY: 1} if a["category_id"] != cat_id else {}))
+            for a in annotations]
+
+
+def _renumbered(annotations: List[dict]) -> List[dict]:
+    for i, a in enumerate(annotations):  # the copies are new dicts: ids unique again
+        a["id"] = i + 1
+    return annotations
+
+
 def _with_rles(gt_dataset: dict) -> dict:
-    """Ground-truth masks as RLEs, converted once instead of in each of the 2K + 1 evaluations (the
+    """Ground-truth masks as RLEs, converted once instead of in each of the three evaluations (the
     same masks COCOeval's annToRLE makes; areas are the json's, as COCOeval's)."""
     from .masks import segmentation_to_rle
 
@@ -115,6 +139,10 @@ def analyze(gt_dataset: dict, records: List[dict], iou_type: str = "bbox", backe
     Matlab code); the mean over categories is taken over these.
     """
     coco_cls, eval_cls, kwargs = _backend(backend)
+    if backend == "faster_coco_eval":
+        # its mask IoUs one (image, category) pair a thread task: for the report's small pairs the
+        # threads' hand-offs cost more CPU than they save (0.13 -> 0.07 s CPU for the demo's segm)
+        kwargs = dict(kwargs, rle_iou_max_workers=1)
     eval_cls = _with_ignore(eval_cls)
     cats = {c["id"]: c for c in gt_dataset["categories"]}
     cat_ids = sorted(cats) if category_ids is None else [int(c) for c in category_ids]
@@ -124,45 +152,61 @@ def analyze(gt_dataset: dict, records: List[dict], iou_type: str = "bbox", backe
     first = _run(coco_cls, eval_cls, kwargs, gt_dataset, records, iou_type, (0.75, 0.5, 0.1), True, cat_ids)
     num_rec = first.shape[1]
     ps = np.zeros((7, num_rec, len(cat_ids), len(AREAS)))
-    ps[:3] = first[:, :, :, :, 0]
-    annotations = gt_dataset["annotations"]
-    supercategory = {c: cats[c].get("supercategory", f"\0{c}") for c in cats}  # none given: its own
-    by_image: Dict[int, List[dict]] = {}
-    for a in annotations:
-        by_image.setdefault(a["image_id"], []).append(a)
-    for k, cat_id in enumerate(cat_ids):
-        mine = [r for r in records if r["category_id"] == cat_id]
-        # Only images with a detection or an object of this class add to its curves (elsewhere every
-        # object is ignored and nothing is detected), so Sim and Oth evaluate those alone: the same
-        # numbers, without preparing every other image's objects (masks) 2K times.
-        images = sorted({r["image_id"] for r in mine} | {a["image_id"] for a in annotations if a["category_id"] == cat_id})
-        if not images:
-            ps[3:5, :, k] = -1
-            continue
-        local = [a for i in images for a in by_image.get(i, [])]
-        similar = {c for c in cats if supercategory[c] == supercategory.get(cat_id)} | {cat_id}
-        oth_gt = dict(gt_dataset, annotations=[dict(a, **{_IGNORE_KEY: 1}) if a["category_id"] != cat_id else a
-                                               for a in local])
-        ps[4, :, k] = _run(coco_cls, eval_cls, kwargs, oth_gt, mine, iou_type, (0.1,), False,
-                           image_ids=images)[0, :, 0, :, 0]
-        # Two runs that need not run (the same inputs, so the same numbers; the reference test checks):
-        # a class alone in its supercategory makes Sim's evaluation Loc's for that class (as the
-        # Matlab code notes for person); a supercategory of every class makes it Oth's.
-        if similar == {cat_id}:
-            ps[3, :, k] = ps[2, :, k]
-        elif similar >= set(cats):
-            ps[3, :, k] = ps[4, :, k]
-        else:
-            sim_gt = dict(gt_dataset, annotations=[
-                dict(a, **{_IGNORE_KEY: 1}) if a["category_id"] != cat_id else a
-                for a in local if a["category_id"] in similar])
-            ps[3, :, k] = _run(coco_cls, eval_cls, kwargs, sim_gt, mine, iou_type, (0.1,), False,
-                               image_ids=images)[0, :, 0, :, 0]
+    order = sorted(set(cat_ids))  # COCOeval's category axis is sorted
+    ps[:3] = first[:, :, :, :, 0][:, :, [order.index(c) for c in cat_ids]]
+    if records:
+        _similar_and_other(coco_cls, eval_cls, kwargs, gt_dataset, records, iou_type, cats, cat_ids, ps)
     ps[ps == -1] = 0
     ps[5] = ps[4] > 0
     ps[6] = 1
     recall = np.linspace(0.0, 1.0, num_rec)
     return ps, recall, cat_ids
+
+
+def _similar_and_other(coco_cls, eval_cls, kwargs, gt_dataset: dict, records: List[dict], iou_type: str,
+                       cats: Dict[int, dict], cat_ids: List[int], ps: np.ndarray) -> None:
+    """Sim's and Oth's curves into ``ps[3]`` and ``ps[4]``."""
+    annotations = gt_dataset["annotations"]
+    supercategory = {c: cats[c].get("supercategory", f"\0{c}") for c in cats}  # none given: its own
+    by_image: Dict[int, List[dict]] = {}
+    for a in annotations:
+        by_image.setdefault(a["image_id"], []).append(a)
+    # Sim and Oth of every category in one COCOeval run each, instead of a category-agnostic run per
+    # category (the Matlab code's): for category k, a copy of the objects it may be confused with,
+    # relabelled k and flagged ignore unless they are k's own, then matched per (image, k) as
+    # COCOeval does. Each (image, k) pair sees what the Matlab code's run for k sees there (k's
+    # detections against those objects, the others ignored), so the curves are the same
+    # (tests/detection/test_error_analysis.py); without a COCOeval's set-up per category, and only the
+    # images with a detection or an object of k get copies (elsewhere every object would be ignored
+    # and nothing detected).
+    oth_gt: List[dict] = []
+    sim_gt: List[dict] = []
+    sim_from: Dict[int, int] = {}  # Sim's curve taken from Loc's (2) or Oth's (4) run: the same inputs
+    for k, cat_id in enumerate(cat_ids):
+        images = sorted({r["image_id"] for r in records if r["category_id"] == cat_id}
+                        | {a["image_id"] for a in annotations if a["category_id"] == cat_id})
+        local = [a for i in images for a in by_image.get(i, [])]
+        similar = {c for c in cats if supercategory[c] == supercategory.get(cat_id)} | {cat_id}
+        oth_gt += _relabelled(local, cat_id)
+        # A class alone in its supercategory makes Sim's evaluation Loc's for that class (as the
+        # Matlab code notes for person); a supercategory of every class makes it Oth's.
+        if similar == {cat_id}:
+            sim_from[k] = 2
+        elif similar >= set(cats):
+            sim_from[k] = 4
+        else:
+            sim_gt += _relabelled([a for a in local if a["category_id"] in similar], cat_id)
+    order = sorted(set(cat_ids))
+    oth = _run(coco_cls, eval_cls, kwargs, dict(gt_dataset, annotations=_renumbered(oth_gt)), records, iou_type,
+               (0.1,), True, cat_ids)
+    sim_cats = [c for k, c in enumerate(cat_ids) if k not in sim_from]
+    sim = _run(coco_cls, eval_cls, kwargs, dict(gt_dataset, annotations=_renumbered(sim_gt)),
+               [r for r in records if r["category_id"] in set(sim_cats)], iou_type, (0.1,), True,
+               sim_cats) if sim_cats else None
+    sim_order = sorted(sim_cats)
+    for k, cat_id in enumerate(cat_ids):
+        ps[4, :, k] = oth[0, :, order.index(cat_id), :, 0]
+        ps[3, :, k] = ps[sim_from[k], :, k] if k in sim_from else sim[0, :, sim_order.index(cat_id), :, 0]
 
 
 # ---------------------------------------------------------------------------------- the matching

@@ -3,8 +3,9 @@
 Sections (engine.report draws the page): the 12 COCO numbers for bbox (and segm); a per-class table
 (AP, AP50, AP75, instances, detections, and the outcomes at the report's score threshold), sortable;
 precision-recall curves per class at IoU 0.50 and 0.75 (COCOeval's own ``eval["precision"]``); the
-confusion matrix at IoU 0.5 and the score threshold, with a background row and column; COCO's
-``analyze()`` error breakdown (detection.error_analysis); the images with the most errors, drawn.
+confusion matrix at IoU 0.5 and the score threshold, with a background row and column (the HTML
+table of engine.confusion, as the other tasks'); COCO's ``analyze()`` error breakdown
+(detection.error_analysis); the images with the most errors, drawn (masks where segm is evaluated).
 
 Used by the trainer at a run's final evaluation (``DetectionTask.write_report``) and by
 ``tools/eval_coco.py --report DIR``; no torch here, so the results-file mode starts without it.
@@ -17,12 +18,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from engine.confusion import add_confusion_matrix
 from engine.report import Report
 
 from .error_analysis import AREAS, ERROR_TYPES, analyze, confusion_matrix, image_errors, match_detections
 from .evaluation import METRIC_KEYS, _percent, category_names, eval_summary, prepare_ground_truth, run_cocoeval
-from .report_draw import (breakdown_figure, class_order, confusion_figure, gallery_items, legend_html,
-                          mean_breakdown, pr_figure)
+from .report_draw import (MAX_CURVES, breakdown_figure, breakdown_legend, class_colors, class_order,
+                          gallery_items, legend_html, mean_breakdown, pr_figure, swatches_html)
 
 logger = logging.getLogger(__name__)
 
@@ -94,27 +96,31 @@ def add_detection_sections(report: Report, gt, records: List[dict], iou_types: S
     order = class_order(instances, cat_ids)
     report.section("Precision-recall")
     report.text("COCOeval's interpolated precision at 101 recall points, area all, up to 100 detections "
-                "an image" + (f"; the {20} classes with the most instances" if len(cat_ids) > 20 else ""), "note")
+                "an image" + (f"; the {MAX_CURVES} classes with the most instances" if len(cat_ids) > MAX_CURVES
+                               else ""), "note")
     first = evals[iou_types[0]]
+    shown = [k for k in order[:MAX_CURVES] if instances[cat_ids[k]]]  # no ground truth: no curve
+    colors = class_colors(len(shown))
     report.image(pr_figure([(_precision_for(ev, cat_ids), t) for t, ev in evals.items()], first["rec_thrs"],
-                           first["iou_thrs"], names, order),
-                 "precision-recall per class at IoU 0.50 (solid) and 0.75 (dashed); the AP of each in the "
-                 "per-class table")
+                           first["iou_thrs"], shown, colors),
+                 f"precision-recall per class at IoU 0.50 (solid) and 0.75 (dashed), "
+                 f"{' and '.join(evals)}; the AP of each in the per-class table")
+    report.html(swatches_html([(names[k], c) for k, c in zip(shown, colors)], "IoU 0.50 solid, 0.75 dashed"))
 
     report.section("Confusion matrix")
     report.text(f"Box IoU >= 0.5, detections scoring >= {score_thresh:g}, one-to-one: each detection "
                 "(highest score first) takes the unmatched object of its own class with the highest IoU, "
                 "else one of another class (a confusion); a detection left over is a false positive "
                 "(background row), an object nobody took is missed (background column).", "note")
-    report.image(confusion_figure(cm, names, f"confusion at IoU 0.5, score >= {score_thresh:g}"),
-                 "confusion matrix (counts; colour: the share of the row)")
+    add_confusion_matrix(report, cm, [*names, "background"], unit="objects", background=True)
 
     t = time.perf_counter()
     _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, instances)
     times["error breakdown"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh, gallery_size)
+    _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh, gallery_size,
+                     masks="segm" in iou_types)
     times["gallery"] = time.perf_counter() - t
     return times
 
@@ -175,7 +181,7 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
                 "Loc: at IoU 0.10 (localisation errors forgiven); Sim: detections on objects of the same "
                 "supercategory forgiven; Oth: on any other class forgiven; BG: background false positives "
                 "removed; FN: the missed objects' share. Each band is what fixing that kind of error would "
-                "add; the legend gives the AP under each curve. Means over the classes with ground truth.",
+                "add; the tables below give the AP under each curve. Means over the classes with ground truth.",
                 "note")
     with_gt = np.array([instances.get(c, 0) > 0 for c in cat_ids], dtype=bool)
     results, sizes = {}, set()
@@ -185,8 +191,9 @@ def _breakdown_section(report, gt, records, iou_types, backend, cat_ids, names, 
         sizes |= set(_sizes_with_objects(gt_t))
     recall = results[iou_types[0]][1]
     means = {t: mean_breakdown(ps, with_gt) for t, (ps, _, _) in results.items()}  # [7, R, 4] each
-    report.image(breakdown_figure([(m[:, :, 0], f"{t}: mean over classes, all sizes") for t, m in means.items()],
-                                  recall), "error breakdown (COCO analyze), mean over classes")
+    report.image(breakdown_figure([(m[:, :, 0], t) for t, m in means.items()], recall),
+                 f"error breakdown (COCO analyze), {' and '.join(means)}, mean over classes, all sizes")
+    report.html(breakdown_legend())
     rows = [[f"{t} {AREAS[a]}", *(m[i, :, a].mean() * 100 for i in range(7))]
             for t, m in means.items() for a in sorted(sizes)]
     left_out = [AREAS[a] for a in range(1, 4) if a not in sizes]
@@ -213,7 +220,7 @@ def _segm_gt(gt):
     return _segm_ground_truth(gt)
 
 
-def _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh, gallery_size) -> None:
+def _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh, gallery_size, masks) -> None:
     report.section("Images with the most errors")
     ranked = sorted(((i, e, image_errors(e)) for i, e in matches.items()), key=lambda x: (-x[2], x[0]))
     ranked = [x for x in ranked if x[2] > 0][:gallery_size]
@@ -224,10 +231,10 @@ def _gallery_section(report, gt, matches, images_dir, names_by_id, score_thresh,
         report.text(f"no errors at IoU 0.5 and score >= {score_thresh:g}", "note")
         return
     images = {im["id"]: im for im in gt["images"]}
-    items, missing = gallery_items(ranked, images, images_dir, names_by_id)
+    items, missing = gallery_items(ranked, images, images_dir, names_by_id, masks=masks)
     report.text(f"the {len(items)} images with the most errors (false positives, wrong classes, missed objects) "
                 f"at box IoU 0.5 and score >= {score_thresh:g}", "note")
-    report.html(legend_html())
+    report.html(legend_html(masks))
     if missing:
         report.text(f"{len(missing)} image file(s) not found in {images_dir} (e.g. {missing[0]}): left out", "warn")
-    report.gallery(items, max_side=800)
+    report.gallery(items)  # thumbnails of THUMBNAIL_SIDE, drawn at that size (gallery_items)

@@ -1,5 +1,6 @@
-"""The pictures of the detection report: precision-recall curves, the confusion matrix, the error
-breakdown's stacked curves (drawn as Detectron's analyze plots) and images with their errors."""
+"""The pictures of the detection report: precision-recall curves, the error breakdown's stacked curves
+(drawn as Detectron's analyze plots) and images with their errors (boxes, or masks where the results
+have them); their legends as HTML swatches. The confusion matrix is engine.confusion's table."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from engine.report import figure
+from engine.report import THUMBNAIL_SIDE
+from engine.svg_chart import TAB10, TAB20, Chart
 
 from .error_analysis import ERROR_TYPES
 
@@ -15,99 +17,60 @@ from .error_analysis import ERROR_TYPES
 OUTCOME_COLORS = {"ground truth": (70, 130, 240), "true positive": (30, 190, 60),
                   "wrong class": (255, 150, 0), "false positive": (230, 30, 30), "missed": (220, 0, 220)}
 # The analyze plots' colours (COCO API's makeplot): C75 and C50 white, then Loc, Sim, Oth, BG, FN.
-_AREA_COLORS = [(1, 1, 1), (1, 1, 1), (.31, .51, .74), (.75, .31, .30), (.36, .90, .38), (.50, .39, .64), (1, .6, 0)]
+_AREA_COLORS = ["#ffffff", "#ffffff", "#4f82bd", "#bf4f4c", "#5ce661", "#8063a3", "#ff9900"]
 MAX_CURVES = 20  # classes drawn in one precision-recall panel
+_UNIT = [0, 0.25, 0.5, 0.75, 1]
 
 
-def pr_figure(panels: Sequence[tuple], recall: np.ndarray, iou_thrs: np.ndarray, names: Sequence[str],
-              order: Sequence[int]):
+def class_colors(count: int) -> list:
+    """Colours of ``count`` curves: matplotlib's default cycle, tab20 past its 10 colours."""
+    return list(TAB20[:count] if count > 10 else TAB10[:count])
+
+
+def pr_figure(panels: Sequence[tuple], recall: np.ndarray, iou_thrs: np.ndarray, order: Sequence[int],
+              colors: Sequence[str]) -> Chart:
     """Precision over recall per class, solid at IoU 0.50 and dashed at 0.75, one panel per
     ``(precision, title)`` of ``panels``: COCOeval's ``precision`` [T, R, K, A, M] at area all, maxDets
-    100; ``order``: the class indices drawn, at most MAX_CURVES. One legend, in the last panel (the
-    per-class table has the numbers): drawing text is most of a figure's time."""
-    n = len(panels)
-    fig, axes = figure(6.2 * n + (1.6 if len(order) > 10 else 0.8), 4.4, ncols=n, squeeze=False)
-    shown = list(order[:MAX_CURVES])
-    if len(shown) > 10:  # the default cycle repeats after 10 colours
-        from matplotlib import colormaps
-        colors = [colormaps["tab20"](i) for i in range(20)]
-    else:
-        colors = [f"C{i}" for i in range(10)]
+    100; ``order``: the class indices drawn (at most MAX_CURVES), ``colors`` theirs. The legend is the
+    page's (swatches_html)."""
+    chart = Chart()
     t50, t75 = (int(np.argmin(np.abs(iou_thrs - thr))) for thr in (0.5, 0.75))
-    for ax, (precision, title) in zip(axes[0], panels):
-        for i, k in enumerate(shown):
+    for precision, title in panels:
+        panel = chart.panel(title, "recall", "precision", (0, 1), (0, 1.02), _UNIT, _UNIT)
+        for i, k in enumerate(order[:MAX_CURVES]):
             if np.all(precision[t50, :, k, 0, -1] < 0):  # no ground truth: no curve
                 continue
-            ax.plot(recall, np.clip(precision[t50, :, k, 0, -1], 0, None), color=colors[i], linewidth=1.2,
-                    label=names[k])
-            ax.plot(recall, np.clip(precision[t75, :, k, 0, -1], 0, None), color=colors[i], linewidth=1.0,
-                    linestyle="--")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlabel("recall")
-        ax.set_title(f"{title}: IoU 0.50 solid, 0.75 dashed", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("precision")
-    if axes[0][-1].get_legend_handles_labels()[0]:
-        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                           ncol=2 if len(shown) > 10 else 1, frameon=False)
-    width = fig.get_figwidth()
-    fig.subplots_adjust(left=0.75 / width, right=1 - (1.6 if len(order) > 10 else 0.8) / width - 0.1 / n,
-                        bottom=0.12, top=0.92, wspace=0.12)  # tight_layout: slow
-    return fig
+            panel.line(recall, np.clip(precision[t50, :, k, 0, -1], 0, None), colors[i], width=1.5)
+            panel.line(recall, np.clip(precision[t75, :, k, 0, -1], 0, None), colors[i], width=1.2, dash=True)
+    return chart
 
 
-def confusion_figure(cm: np.ndarray, names: Sequence[str], title: str):
-    """The matrix as a heat map (rows normalised for the colour, counts written in the cells)."""
-    k = len(names) + 1
-    labels = list(names) + ["background"]
-    longest = max(len(n) for n in labels)
-    margin = 0.8 + 0.065 * longest  # inches the rotated tick labels and the axis label take
-    cell = min(0.5, max(0.2, 9.0 / k))
-    width, height = margin + k * cell + 0.3, margin + k * cell + 0.4
-    fig, ax = figure(width, height)
-    fig.subplots_adjust(left=margin / width, right=1 - 0.3 / width, bottom=margin / height, top=1 - 0.4 / height)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("detected as")
-    ax.set_ylabel("ground truth")
-    if k <= 40:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.6 else "black")
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
-def breakdown_figure(rows: Sequence[tuple], recall: np.ndarray):
+def breakdown_figure(panels: Sequence[tuple], recall: np.ndarray) -> Chart:
     """Detectron's analyze plot: the seven cumulative PR curves as stacked areas, one panel per
-    ``(ps, title)`` of ``rows``, ``ps`` [7, R] (a class, or the mean over classes), all object
-    sizes. AP of each kind in the legend."""
-    fig, axes = figure(4.6 * len(rows), 4.0, ncols=len(rows), squeeze=False)
-    for (ps, title), ax in zip(rows, axes[0]):
-        aps = ps.mean(axis=1)
-        layers = np.vstack([ps[:1], np.diff(ps, axis=0)])
-        labels = [f"[{v:.3f}] {name}" for v, name in zip(aps, ERROR_TYPES)]
-        ax.stackplot(recall, layers, labels=labels, colors=_AREA_COLORS, edgecolor="k", linewidth=0.3)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])  # fewer ticks and labels: drawing text is the slow part
-        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlabel("recall")
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[0][0].set_ylabel("precision")
-    width = fig.get_figwidth()
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.12, top=0.92, wspace=0.15)
-    return fig
+    ``(ps, title)`` of ``panels``, ``ps`` [7, R] (a class, or the mean over classes), all object
+    sizes. The legend is the page's (breakdown_legend); the AP under each curve is its table."""
+    chart = Chart()
+    for ps, title in panels:
+        chart.panel(title, "recall", "precision", (0, 1), (0, 1), _UNIT, _UNIT).areas(recall, ps, _AREA_COLORS)
+    return chart
+
+
+def _css(color) -> str:
+    """A CSS colour of a string (kept) or an RGB tuple of 0-255 ints."""
+    return color if isinstance(color, str) else "rgb({},{},{})".format(*(int(v) for v in color))
+
+
+def swatches_html(items: Sequence[tuple], after: str = "") -> str:
+    """A legend line: ``(name, colour)`` items (a CSS string or an RGB tuple), then the text ``after``."""
+    from engine.report import escape
+
+    swatches = "".join(f'<span style="white-space:nowrap"><span class="swatch" style="background:{_css(c)}">'
+                       f"</span>{escape(n)}</span>" for n, c in items)  # a swatch never apart from its name
+    return f'<p class="note">{swatches}' + (f" &mdash; {escape(after)}" if after else "") + "</p>"
+
+
+def breakdown_legend() -> str:
+    return swatches_html(zip(ERROR_TYPES, _AREA_COLORS), "each band stacked on the one before it")
 
 
 def _scaled(image: np.ndarray, max_side: int):
@@ -117,50 +80,125 @@ def _scaled(image: np.ndarray, max_side: int):
     if scale != 1:
         image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image), scale
+        return np.ascontiguousarray(image), scale
+    return image.copy(), scale  # drawn on: never the caller's array
 
 
-def draw_errors(image: np.ndarray, entry: dict, names: Dict[int, str], max_side: int = 800) -> np.ndarray:
-    """A thumbnail of ``image`` with the ground truth (thin; missed objects thick) and the detections
-    of one image of :func:`detection.error_analysis.match_detections`, coloured by outcome."""
+def _canvas_mask(segm, height: int, width: int, sx: float, sy: float) -> Optional[tuple]:
+    """``(x0, y0, mask)``: one object's segmentation on the canvas (``mask`` uint8, its top-left
+    corner at x0, y0), or None without a usable one. Polygons are filled at the canvas's scale; an RLE
+    is decoded and only its box resized (a whole 12-megapixel mask resized for every object would
+    cost more than the rest of the report)."""
     import cv2
 
-    canvas, scale = _scaled(image, max_side)
+    if isinstance(segm, list):
+        polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) * (sx, sy) for p in segm
+                 if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+        if not polys:
+            return None
+        points = np.concatenate(polys)
+        x0, y0 = np.floor(points.min(0)).astype(int)
+        x1, y1 = np.ceil(points.max(0)).astype(int) + 1
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [np.round(p - (x0, y0)).astype(np.int32) for p in polys], 1)
+        return int(x0), int(y0), mask
+    if not (isinstance(segm, dict) and "counts" in segm):
+        return None
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else segm
+    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
+    if w <= 0 or h <= 0:
+        return None
+    crop = mask_utils.decode(rle)[y:y + h, x:x + w]
+    x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
+    size = (max(1, int(np.ceil((x + w) * sx)) - x0), max(1, int(np.ceil((y + h) * sy)) - y0))
+    mask = (cv2.resize(crop * 255, size, interpolation=cv2.INTER_LINEAR) > 127).astype(np.uint8)
+    return x0, y0, mask
+
+
+def _fill(canvas: np.ndarray, region: tuple, color: tuple, alpha: float) -> None:
+    x0, y0, mask = region
+    xa, ya = max(x0, 0), max(y0, 0)
+    xb, yb = min(x0 + mask.shape[1], canvas.shape[1]), min(y0 + mask.shape[0], canvas.shape[0])
+    if xb <= xa or yb <= ya:
+        return
+    import cv2
+
+    view = canvas[ya:yb, xa:xb]
+    overlay = view.copy()
+    overlay[mask[ya - y0:yb - y0, xa - x0:xb - x0].astype(bool)] = color
+    # blended over the whole box: where the overlay is the canvas the blend is the canvas (and cv2's
+    # blend is several times faster than numpy's float arithmetic on the masked pixels)
+    cv2.addWeighted(overlay, alpha, view, 1 - alpha, 0, dst=view)
+
+
+def _outline(canvas: np.ndarray, region: tuple, color: tuple, width: int) -> None:
+    import cv2
+
+    x0, y0, mask = region
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
+    cv2.drawContours(canvas, contours, -1, color, width, cv2.LINE_AA)
+
+
+def draw_errors(image: np.ndarray, entry: dict, names: Dict[int, str], max_side: int = THUMBNAIL_SIDE,
+                masks: bool = False) -> np.ndarray:
+    """A thumbnail of ``image`` with the ground truth (thin; missed objects thick) and the detections
+    of one image of :func:`detection.error_analysis.match_detections`, coloured by outcome. With
+    ``masks`` each object that has a segmentation is drawn as its mask (ground truth outlined,
+    detections filled and outlined), the others as boxes; errors are labelled at their box."""
+    import cv2
+
+    canvas, _ = _scaled(image, max_side)
+    sx, sy = canvas.shape[1] / image.shape[1], canvas.shape[0] / image.shape[0]
     thick = max(2, round(max(canvas.shape[:2]) / 300))
     font = 0.4 * max(1.0, max(canvas.shape[:2]) / 600)  # shown at about a third of the page's width
+    labels = []
 
-    def box(b, color, width, label=None):
-        x, y, w, h = (v * scale for v in b)
-        p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
-        cv2.rectangle(canvas, p1, p2, color, width, cv2.LINE_AA)
-        if label:
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
-            ty = max(th + base, p1[1])
-            cv2.rectangle(canvas, (p1[0], ty - th - base), (p1[0] + tw, ty), color, -1)
-            cv2.putText(canvas, label, (p1[0], ty - base), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 1, cv2.LINE_AA)
+    def corner(b):
+        x, y, w, h = b
+        return (int(round(x * sx)), int(round(y * sy))), (int(round((x + w) * sx)), int(round((y + h) * sy)))
+
+    def draw(obj, color, width, fill):
+        region = _canvas_mask(obj.get("segmentation"), image.shape[0], image.shape[1], sx, sy) \
+            if masks and obj.get("segmentation") else None
+        if region is None:
+            cv2.rectangle(canvas, *corner(obj["bbox"]), color, width, cv2.LINE_AA)
+            return
+        if fill:
+            _fill(canvas, region, color, 0.35)
+        _outline(canvas, region, color, width)
 
     for gt, outcome in entry["gt"]:
         if outcome == "fn":
-            box(gt["bbox"], OUTCOME_COLORS["missed"], thick, names.get(gt["category_id"], "?"))
+            draw(gt, OUTCOME_COLORS["missed"], thick, False)
+            labels.append((gt["bbox"], OUTCOME_COLORS["missed"], names.get(gt["category_id"], "?")))
         else:
-            box(gt["bbox"], OUTCOME_COLORS["ground truth"], 1)
+            draw(gt, OUTCOME_COLORS["ground truth"], 1, False)
     kinds = {"tp": "true positive", "confused": "wrong class", "fp": "false positive"}
     for det, outcome, _ in sorted(entry["dt"], key=lambda d: d[0]["score"]):  # the best on top
-        label = f"{names.get(det['category_id'], '?')} {det['score']:.2f}"
-        box(det["bbox"], OUTCOME_COLORS[kinds[outcome]], thick, None if outcome == "tp" else label)
+        color = OUTCOME_COLORS[kinds[outcome]]
+        draw(det, color, thick, True)
+        if outcome != "tp":
+            labels.append((det["bbox"], color, f"{names.get(det['category_id'], '?')} {det['score']:.2f}"))
+    for b, color, label in labels:  # last: no mask drawn over a label
+        p1 = corner(b)[0]
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
+        ty = max(th + base, p1[1])
+        cv2.rectangle(canvas, (p1[0], ty - th - base), (p1[0] + tw, ty), color, -1)
+        cv2.putText(canvas, label, (p1[0], ty - base), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
 
 
-def legend_html() -> str:
-    from engine.report import escape
-
-    return '<p class="note">' + "".join(
-        f'<span class="swatch" style="background:rgb{c}"></span>{escape(n)}' for n, c in OUTCOME_COLORS.items()) + \
-        " &mdash; ground truth thin, detections thick; labelled: errors (class and score)</p>"
+def legend_html(masks: bool = False) -> str:
+    how = ("ground truth outlined thin (missed: thick), detections filled" if masks else
+           "ground truth thin, detections thick")
+    return swatches_html(list(OUTCOME_COLORS.items()),
+                         f"{how}; labelled: errors (class and score)")
 
 
 def gallery_items(entries: List[tuple], images: Dict[int, dict], images_dir: str, names: Dict[int, str],
-                  max_side: int = 800) -> tuple:
+                  max_side: int = THUMBNAIL_SIDE, masks: bool = False) -> tuple:
     """(items for Report.gallery, files not found) of the (image_id, entry, errors) ``entries``."""
     from engine.data import DataError
     from engine.image_io import read_image
@@ -178,7 +216,7 @@ def gallery_items(entries: List[tuple], images: Dict[int, dict], images_dir: str
         fn = sum(o == "fn" for _, o in entry["gt"])
         caption = (f"{info['file_name']}: {errors} error{'s' * (errors != 1)} ({counts['fp']} false "
                    f"positive{'s' * (counts['fp'] != 1)}, {counts['confused']} wrong class, {fn} missed)")
-        items.append((draw_errors(image, entry, names, max_side), caption))
+        items.append((draw_errors(image, entry, names, max_side, masks), caption))
     return items, missing
 
 

@@ -1,5 +1,6 @@
 """Confusion matrices for the reports: counting, per-class accuracy, the most confused pairs, and the
-matrix drawn into an :class:`engine.report.Report` (classification and semantic segmentation share it).
+matrix drawn into an :class:`engine.report.Report` (classification, semantic segmentation and
+detection share it; detection's has a background row and column).
 
 Rows are the ground truth, columns the prediction (torchvision's and sklearn's convention). Counting
 is one ``np.bincount`` (what ``sklearn.metrics.confusion_matrix`` does, without the dependency).
@@ -58,19 +59,39 @@ def _colour(fraction: float, diagonal: bool) -> str:
     return f"background:rgb({r},{g},{b});color:{ink}"
 
 
-def _html_matrix(matrix: np.ndarray, names: Sequence[str], unit: str) -> str:
+def _tip(names: Sequence[str], t: int, p: int, count: int, frac: float, unit: str, background: bool) -> str:
+    """A cell's hover text. With ``background`` the last class is the background: its row counts
+    false positives, its column missed objects."""
+    last = len(names) - 1
+    if background and t == last:
+        return (f"{count} {names[p]} detection{'s' * (count != 1)} on no object "
+                f"({100 * frac:.1f}% of the false positives)")
+    if background and p == last:
+        return f"{names[t]} missed: {count} {unit} ({100 * frac:.1f}% of {names[t]})"
+    verb = "detected as" if background else "predicted as"
+    return f"{names[t]} {verb} {names[p]}: {count} {unit} ({100 * frac:.1f}% of {names[t]})"
+
+
+def _html_matrix(matrix: np.ndarray, names: Sequence[str], unit: str, background: bool = False) -> str:
     m = np.asarray(matrix)
     rows = m.sum(1)
-    head = "".join(f'<th title="{escape(n)}">{k}</th>' for k, n in enumerate(names))
+    last = len(names) - 1
+    head = "".join(f'<th title="{escape(n)}">{"bg" if background and k == last else k}</th>'
+                   for k, n in enumerate(names))
     body = []
     for t, name in enumerate(names):
         cells = []
         for p in range(len(names)):
+            if background and t == p == last:  # background taken for background: not counted
+                cells.append("<td></td>")
+                continue
             frac = m[t, p] / rows[t] if rows[t] else 0.0
-            tip = f"{names[t]} predicted as {names[p]}: {m[t, p]} {unit} ({100 * frac:.1f}% of {names[t]})"
+            tip = _tip(names, t, p, int(m[t, p]), frac, unit, background)
             cells.append(f'<td style="{_colour(frac, t == p)}" title="{escape(tip)}">{int(m[t, p])}</td>')
-        body.append(f"<tr><td><b>{t}</b> {escape(name)}</td>{''.join(cells)}<td>{int(rows[t])}</td></tr>")
-    return (f'<table class="confusion"><thead><tr><th>true \\ predicted</th>{head}<th>total</th></tr></thead>'
+        label = "bg" if background and t == last else t
+        body.append(f"<tr><td><b>{label}</b> {escape(name)}</td>{''.join(cells)}<td>{int(rows[t])}</td></tr>")
+    corner = "ground truth \\ detected as" if background else "true \\ predicted"
+    return (f'<table class="confusion"><thead><tr><th>{corner}</th>{head}<th>total</th></tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
@@ -97,23 +118,40 @@ def _figure_matrix(matrix: np.ndarray, names: Sequence[str]):
 
 
 def add_confusion_matrix(report: Report, matrix: np.ndarray, names: Sequence[str], unit: str = "images",
-                         top: int = 10) -> None:
+                         top: int = 10, background: bool = False) -> None:
     """The matrix into the report's current section (an HTML table with counts, shaded by the share
     of the true class, for up to :data:`HTML_MAX_CLASSES` classes; a picture above that), then the
-    ``top`` most confused pairs as a sortable table."""
+    ``top`` most confused pairs as a sortable table. ``background``: the last row and column are the
+    background (detection: the row counts false positives, the column missed objects; its cells are
+    errors, shaded red), and the pairs table lists confusions between classes only."""
     m = np.asarray(matrix)
-    if len(m) <= HTML_MAX_CLASSES:
-        report.text(f"Rows: the true class; columns: the prediction (by class number); counts of {unit}, "
-                    "blue on the diagonal (right), red off it (wrong), shaded by the share of the row. "
-                    "Hover over a cell for its names.", "note")
-        report.html(f'<div class="scroll">{_html_matrix(m, names, unit)}</div>')
+    if len(m) <= HTML_MAX_CLASSES + int(background):
+        if background:
+            report.text("Rows: the ground truth's class, last the background (bg: detections on no object, "
+                        "false positives); columns: the detection's class, last the background (objects "
+                        f"missed), by class number; counts of {unit} (of detections in the bg row), blue on the "
+                        "diagonal (right), red off it (wrong), shaded by the share of the row. Hover over a cell "
+                        "for its names.", "note")
+        else:
+            report.text(f"Rows: the true class; columns: the prediction (by class number); counts of {unit}, "
+                        "blue on the diagonal (right), red off it (wrong), shaded by the share of the row. "
+                        "Hover over a cell for its names.", "note")
+        report.html(f'<div class="scroll">{_html_matrix(m, names, unit, background)}</div>')
     else:
         report.image(_figure_matrix(m, names), f"confusion matrix of {len(m)} classes (rows: true, columns: "
                                                "predicted; shaded by the share of the true class)")
-    pairs = most_confused(m, top)
+    if background:
+        k = len(m) - 1
+        pairs = [x for x in most_confused(m, m.size) if x[0] < k and x[1] < k][:top]
+        caption = (f"The {len(pairs)} largest confusions between classes, by their share of the true class "
+                   "(false positives and missed objects: the per-class table).")
+    else:
+        pairs = most_confused(m, top)
+        caption = f"The {len(pairs)} largest confusions, by their share of the true class."
     if pairs:
         report.table(["true class", "predicted as", unit, "% of the true class"],
-                     [[names[t], names[p], n, pct] for t, p, n, pct in pairs],
-                     caption=f"The {len(pairs)} largest confusions, by their share of the true class.")
+                     [[names[t], names[p], n, pct] for t, p, n, pct in pairs], caption=caption)
+    elif background:
+        report.text("No confusion between classes.", "note")
     else:
         report.text("No confusion: every one of the " + unit + " is on the diagonal.", "note")

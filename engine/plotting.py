@@ -39,16 +39,42 @@ def eval_curves(evals: List[dict], max_curves: int = 8) -> Dict[str, List[Tuple[
     return curves
 
 
+def loss_curves(train: List[dict]) -> Dict[str, List[Tuple[int, float]]]:
+    """``{"loss": [(iter, value), ...], "loss_cls": ...}``: every numeric term of the training records."""
+    losses: Dict[str, List[Tuple[int, float]]] = {}
+    for r in train:
+        for k, v in r.items():
+            if k not in _NOT_LOSSES and isinstance(v, (int, float)) and not isinstance(v, bool):
+                losses.setdefault(k, []).append((r["iter"], v))
+    return losses
+
+
+def metrics_chart(train: List[dict], evals: List[dict], max_eval_curves: int = 8):
+    """The three panels of :func:`metrics_figure` (loss terms, learning rate, evaluation curves) as an
+    :class:`engine.svg_chart.Chart`, what the reports show (written as SVG text, without matplotlib)."""
+    from .svg_chart import TAB10, Chart
+
+    chart = Chart((420, 300))
+    dots = len(train) <= 30  # a short run: a line through few points may be invisible
+    panel = chart.panel("training loss", "iteration")
+    for i, (name, points) in enumerate(loss_curves(train).items()):
+        panel.line(*zip(*points), TAB10[i % 10], width=2.0 if name == "loss" else 1.2, label=name, markers=dots)
+    panel = chart.panel("learning rate", "iteration")
+    lr = [(r["iter"], r["lr"]) for r in train if "lr" in r]
+    if lr:
+        panel.line(*zip(*lr), TAB10[0], markers=dots)
+    panel = chart.panel("evaluation (%)", "iteration")
+    for i, (name, points) in enumerate(eval_curves(evals, max_eval_curves).items()):
+        panel.line(*zip(*points), TAB10[i % 10], label=name, markers=True)
+    return chart
+
+
 def metrics_figure(train: List[dict], evals: List[dict], title: str = "", max_eval_curves: int = 8):
     """A matplotlib figure of three panels: training loss terms, learning rate, evaluation curves
     (see :func:`eval_curves`). The caller saves and closes it."""
     from .report import figure
 
-    losses: Dict[str, List[Tuple[int, float]]] = {}
-    for r in train:
-        for k, v in r.items():
-            if k not in _NOT_LOSSES and isinstance(v, (int, float)):
-                losses.setdefault(k, []).append((r["iter"], v))
+    losses = loss_curves(train)
     curves = eval_curves(evals, max_eval_curves)
 
     fig, axes = figure(16, 4.5, ncols=3)

@@ -11,12 +11,14 @@ with :class:`Report`, so they all look the same::
 
 Offline by construction: the style sheet and the one small script (sortable tables) are inline,
 images are files beside the page, nothing is fetched (no CDN, no web fonts). Bounded: photographs
-are shrunk to thumbnails and written as JPEG, figures as PNG at a modest resolution, and once the
+are shrunk to thumbnails and written as JPEG, figures as SVG (text as text: small, fast, sharp), and once the
 images reach ``max_mb`` (20 MB by default) further images are left out, each with a note saying so
 and how to raise the limit. Matplotlib (Agg) draws the plots; nothing here needs torch.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import html as _html
 import math
 import os
@@ -27,12 +29,11 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Report", "escape", "figure", "preload_plotting", "DEFAULT_MAX_MB"]
+__all__ = ["Report", "escape", "figure", "frozen_heap", "DEFAULT_MAX_MB"]
 
 DEFAULT_MAX_MB = 20.0
 THUMBNAIL_SIDE = 480  # longest side of a photograph in a gallery (pixels)
 IMAGE_SIDE = 960  # longest side of a single photograph
-FIGURE_DPI = 80
 
 _CSS = """
 :root{--fg:#1d2330;--muted:#5b6475;--line:#d9dee7;--bg:#f6f7f9;--card:#fff;--accent:#2f6fdf}
@@ -69,7 +70,8 @@ div.gallery figure{margin:0;width:calc(33.3% - 7px);min-width:240px}
 div.gallery figure img{width:100%}
 div.scroll{overflow-x:auto;max-width:100%}
 details summary{cursor:pointer;color:var(--accent);margin:6px 0}
-span.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 12px;vertical-align:-1px}
+span.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 12px;vertical-align:-1px;
+  box-shadow:inset 0 0 0 1px rgba(0,0,0,.3)}
 """
 
 # Sorting by a column's header: numbers numerically (cells carry data-v), NaN / missing last.
@@ -110,21 +112,33 @@ def figure(width: float = 6.4, height: float = 4.0, **subplots):
     return fig, fig.subplots(**subplots)
 
 
-def preload_plotting():
-    """Import matplotlib's Figure and Agg canvas and draw one tiny figure in a background thread;
-    returns the thread. A second or more of imports and font loading that then overlap an evaluation
-    (its tensor work runs without the GIL) instead of adding to the report's time. Harmless if the
-    report is never drawn."""
-    import threading
+@contextlib.contextmanager
+def frozen_heap():
+    """Python's garbage collector leaves the objects that exist now alone while the block runs
+    (``gc.freeze``), then takes them back. A report allocates many small objects, which can start a
+    full collection that scans the whole process (a trained model, its data): on the demo's Mask
+    R-CNN that was 0.13 s of a 0.38 s report, at its end of training (benchmarks/report_speed.py).
+    What the block itself leaves as garbage is collected as usual. A heap frozen already (loader
+    workers were forked from it: engine.data.freeze_before_fork) stays frozen: unfreezing it would make
+    the collector write into the pages the workers still share."""
+    already = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not already:
+            gc.unfreeze()
 
-    def load():
-        fig, ax = figure(1, 1)  # imports, then the font and its glyph cache of a first drawing
-        ax.set_title("preload")
-        fig.canvas.draw()
 
-    thread = threading.Thread(target=load, name="preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
+def _save_svg(fig, path: str) -> None:
+    """``fig`` as SVG with its text as text (``svg.fonttype: none``): no glyph is rasterised, drawn
+    as paths or compressed, the slow part of saving a figure as PNG (measured: the detection
+    report's figures 30-40% faster to save, benchmarks/report_speed.py), and the lines stay sharp at
+    any zoom. The browser draws the text in the same font (DejaVu Sans, else its sans-serif)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "reskit"}):
+        fig.savefig(path, format="svg", metadata={"Date": None})
 
 
 def _slug(text: str) -> str:
@@ -223,7 +237,8 @@ class Report:
 
     # ---- images ------------------------------------------------------------------------------
     def image(self, source, caption: str = "", max_side: int = IMAGE_SIDE) -> "Report":
-        """A matplotlib figure (closed afterwards), an RGB ``uint8`` array or an image file."""
+        """A chart (engine.svg_chart), a matplotlib figure (closed afterwards), an RGB ``uint8`` array or
+        an image file."""
         return self.html(self._figure_html(source, caption, max_side))
 
     def gallery(self, items: Iterable[Tuple[Any, str]], max_side: int = THUMBNAIL_SIDE) -> "Report":
@@ -253,12 +268,15 @@ class Report:
         self._counter += 1
         stem = f"{self._counter:03d}-{_slug(caption or 'image')}"
         over = self.bytes_written >= self.max_bytes
-        if hasattr(source, "savefig"):  # a matplotlib figure
-            name = stem + ".png"
+        if hasattr(source, "to_svg"):  # an engine.svg_chart.Chart
+            name = stem + ".svg"
             if not over:
-                # zlib level 1: a third of the time of the default 6, files ~20% larger (bounded by max_mb)
-                source.savefig(os.path.join(self._images_dir, name), dpi=FIGURE_DPI,
-                               pil_kwargs={"compress_level": 1})
+                with open(os.path.join(self._images_dir, name), "w", encoding="utf-8") as f:
+                    f.write(source.to_svg())
+        elif hasattr(source, "savefig"):  # a matplotlib figure
+            name = stem + ".svg"
+            if not over:
+                _save_svg(source, os.path.join(self._images_dir, name))
             if "matplotlib.pyplot" in sys.modules:  # a pyplot figure stays in pyplot's list until closed
                 sys.modules["matplotlib.pyplot"].close(source)
         else:

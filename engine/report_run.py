@@ -55,7 +55,7 @@ def add_run_section(report: Report, run_dir: Optional[str] = None,
         report.pre(text)
     metrics = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
     if metrics and os.path.isfile(metrics):
-        from .plotting import metrics_figure, read_metrics
+        from .plotting import metrics_chart, read_metrics
 
         train, evals = read_metrics(metrics)
         if train or evals:
@@ -63,7 +63,7 @@ def add_run_section(report: Report, run_dir: Optional[str] = None,
             last = train[-1] if train else {}
             report.text(f"{len(train)} logged training steps up to iteration {last.get('iter', 0)}, "
                         f"{len(evals)} evaluations (from metrics.jsonl)", "note")
-            report.image(metrics_figure(train, evals), "loss terms, learning rate and evaluation over iterations")
+            report.image(metrics_chart(train, evals), "loss terms, learning rate and evaluation over iterations")
     config = os.path.join(run_dir, "config.yaml") if run_dir else None
     if config and os.path.isfile(config):
         with open(config, "r", encoding="utf-8") as f:

@@ -255,8 +255,6 @@ class Trainer(TrainerCheckpoints, TrainerEvaluation):
                                    f"{eval_only_command()}")
             if interrupt.requested():  # Ctrl-C during the last step: training is done, no evaluation
                 raise TrainingInterrupted(interrupt._at_once)
-            if self._has_validation:
-                self._preload_report()
             results = self._evaluate_and_track(metrics) if self._has_validation else {}
         except KeyboardInterrupt:  # Ctrl-C twice: stopped inside a step
             saved = self.checkpointer.latest() if is_main_process() else None

@@ -96,7 +96,6 @@ class TrainerEvaluation:
             state = load_checkpoint(weights)
             key = "model_ema" if self.ema is not None and "model_ema" in state else "model"
             load_model_weights(self.model, state.get(key, state), weights)
-        self._preload_report()
         with decoder_messages_named():  # libjpeg's "Corrupt JPEG data" names its file (engine.image_io)
             results = self._evaluate_model(self.model)
         if is_main_process():
@@ -110,11 +109,6 @@ class TrainerEvaluation:
         return (getattr(self.task, "write_report", None) is not None and getattr(self.cfg.test, "report", False)
                 and is_main_process())
 
-    def _preload_report(self) -> None:
-        if self._wants_report():  # matplotlib's imports overlap the evaluation (engine.report.preload_plotting)
-            from .report import preload_plotting
-            preload_plotting()
-
     def write_report(self, results: dict) -> Optional[str]:
         """``output_dir/report/index.html`` (engine.report), rank 0, when ``test.report`` and the task
         has ``write_report(report, results)``: the task's sections, then the run's (engine.report_run:
@@ -123,19 +117,20 @@ class TrainerEvaluation:
         if not self._wants_report():
             return None
         writer = self.task.write_report
-        from .report import Report
+        from .report import Report, frozen_heap
         from .report_run import add_run_section
 
         start = time.perf_counter()
         max_mb = getattr(self.cfg.test, "report_max_mb", 20.0)
         try:
-            report = Report(self.report_dir or os.path.join(self.cfg.output_dir, "report"), os.path.basename(
-                os.path.abspath(self.cfg.output_dir)), max_mb=max_mb,
-                limit_hint=f"test.report_max_mb={max_mb:g} now; set it higher")
-            writer(report, results)
-            notes = getattr(self.task, "report_notes", None)
-            add_run_section(report, self.cfg.output_dir, self.hardware.lines(), notes() if notes else ())
-            path = report.write()
+            with frozen_heap():
+                report = Report(self.report_dir or os.path.join(self.cfg.output_dir, "report"), os.path.basename(
+                    os.path.abspath(self.cfg.output_dir)), max_mb=max_mb,
+                    limit_hint=f"test.report_max_mb={max_mb:g} now; set it higher")
+                writer(report, results)
+                notes = getattr(self.task, "report_notes", None)
+                add_run_section(report, self.cfg.output_dir, self.hardware.lines(), notes() if notes else ())
+                path = report.write()
         except Exception:  # noqa: BLE001 - the run is done and saved; say why its report is missing
             logger.exception("the report could not be written (the run's results and weights are saved)")
             return None

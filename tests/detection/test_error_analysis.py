@@ -126,6 +126,15 @@ def test_analyze_shortcuts_equal_the_reference(supercategories):
     np.testing.assert_allclose(ps, reference_analyze(dict(gt), records, "bbox"), rtol=0, atol=1e-12)
 
 
+def test_analyze_in_the_order_of_category_ids():
+    """category_ids in any order (a model's label space): the curves follow it, COCOeval's axis is sorted."""
+    gt, records = _case(3, "bbox", {3: "a", 7: "b", 11: "b", 20: "b"})
+    ps, _, _ = analyze(gt, records, "bbox")
+    reordered, _, cat_ids = analyze(gt, records, "bbox", category_ids=[20, 3, 11, 7])
+    assert cat_ids == [20, 3, 11, 7]
+    np.testing.assert_array_equal(reordered, ps[:, :, [3, 0, 2, 1]])
+
+
 def test_analyze_hand_worked():
     """Category A (supercategory s) has objects in images 1 and 2, B (also s) one in image 3.
     A's detections, by score: on A's object in image 1 (IoU 0.81, a hit at 0.75), on B's object

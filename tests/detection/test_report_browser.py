@@ -49,6 +49,9 @@ def test_results_file_report_in_a_browser(dataset, tmp_path, iou_type, capsys):
     assert html.count('class="sortable"') >= 2
     for legend in ("true positive", "false positive", "wrong class", "missed", "ground truth"):
         assert legend in page.text
+    # segm results: the gallery draws their masks (detections filled); bbox results: boxes
+    assert ("detections filled" if iou_type == "segm" else "detections thick") in page.text
+    assert "ground truth \\ detected as" in page.text  # the confusion matrix: engine.confusion's table
     gallery = re.findall(r'<div class="gallery">(.*?)</div>', html)[0]
     assert gallery.count("<img") == 9
     with open(tmp_path / "metrics.json") as f:

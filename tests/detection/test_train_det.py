@@ -161,4 +161,6 @@ def test_training_writes_the_report(reference):
     for expected in ("Mask R-CNN (FPN, resnet18)", "segm AP", "training curves", "hardware and precision",
                      "validation set", "label space", "precision: "):
         assert expected in page.text, expected
-    assert len(page.images) >= 6  # PR (bbox, segm), confusion, breakdown (bbox, segm), curves
+    assert len(page.images) >= 3  # PR and breakdown (a panel each for bbox and segm), curves; gallery
+    assert "ground truth \\ detected as" in page.text  # the confusion matrix: an HTML table, as the other tasks'
+    assert "missed — ground truth outlined thin (missed: thick), detections filled" in page.text  # masks drawn

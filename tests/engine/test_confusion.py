@@ -1,4 +1,6 @@
 """engine.confusion: counts, per-class accuracy and the most confused pairs against hand-made cases."""
+import re
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,27 @@ def test_matrix_as_html_or_picture(tmp_path):
     add_confusion_matrix(big, np.eye(n, dtype=int) * 3 + 1, [f"c{i}" for i in range(n)])
     html = open(big.write(), encoding="utf-8").read()
     assert 'class="confusion"' not in html and html.count("<img") == 1  # too many classes for a table
+
+
+def test_detection_matrix_with_a_background_row_and_column(tmp_path):
+    """Detection's matrix: the last row counts false positives, the last column missed objects; their
+    cells are errors (red), the background-background cell is empty, and the pairs table lists
+    confusions between classes only."""
+    m = np.array([[5, 1, 2],    # cat: 5 found, 1 detected as dog, 2 missed
+                  [0, 3, 0],    # dog
+                  [4, 6, 0]])   # background: 4 cat and 6 dog detections on no object
+    report = Report(str(tmp_path / "r"), "t")
+    report.section("m")
+    add_confusion_matrix(report, m, ["cat", "dog", "background"], unit="objects", background=True)
+    html = open(report.write(), encoding="utf-8").read()
+    assert "ground truth \\ detected as" in html
+    assert "cat detected as dog: 1 objects (12.5% of cat)" in html
+    assert "cat missed: 2 objects (25.0% of cat)" in html
+    assert "6 dog detections on no object (60.0% of the false positives)" in html
+    rows = re.findall(r"<tr>(.*?)</tr>", html.split('class="confusion"')[1].split("</table>")[0])
+    assert rows[-1].startswith("<td><b>bg</b> background</td>") and "<td></td><td>10</td>" in rows[-1]
+    from engine.confusion import _colour
+    assert f'style="{_colour(0.6, False)}"' in rows[-1]  # a false positive is an error: shaded red
+    assert f'style="{_colour(0.25, False)}"' in rows[1]  # so is a missed object (rows[0]: the header)
+    pairs = html.split("largest confusions between classes")[1]
+    assert "<td>cat</td><td>dog</td>" in pairs and "background" not in pairs.split("</table>")[0]

@@ -18,6 +18,7 @@ def test_report_writes_one_offline_folder(tmp_path):
     report.section("numbers").table(["class", "AP", "n"], [["a&b", 41.25, 3], ["c", float("nan"), 0]])
     fig, ax = figure()
     ax.plot([0, 1], [1, 0])
+    ax.set_title("a falling line")
     report.image(fig, "a curve")
     rng = np.random.default_rng(0)
     report.section("pictures").gallery([(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8), "big photo"),
@@ -32,6 +33,8 @@ def test_report_writes_one_offline_folder(tmp_path):
     assert 'class="sortable"' in html
     names = _images(html)
     assert len(names) == 3 and all(os.path.isfile(tmp_path / "r" / n) for n in names)
+    svg = open(tmp_path / "r" / names[0], encoding="utf-8").read()  # a figure: SVG, its text as text
+    assert names[0].endswith(".svg") and "a falling line" in svg
     import cv2
     big = cv2.imread(str(tmp_path / "r" / names[1]))
     assert max(big.shape[:2]) == 480  # a gallery photograph becomes a thumbnail
