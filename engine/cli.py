@@ -52,8 +52,13 @@ def parse_config(schema: Type[T], path: Optional[str], overrides: Sequence[str],
     forget_resume()
     try:
         cfg = None
-        if resume or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        if resume:
             cfg = load_config_to_resume(lambda: load_config(schema, path, overrides))
+        elif "TORCHELASTIC_RESTART_COUNT" in os.environ:  # under torchrun; torch is imported only then
+            from .dist import restart_count
+
+            if restart_count() > 0:  # a restarted worker group resumes by itself (the Trainer's _start)
+                cfg = load_config_to_resume(lambda: load_config(schema, path, overrides))
         if cfg is None:
             cfg = load_config(schema, path, overrides)
     except ConfigError as e:

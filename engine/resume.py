@@ -12,7 +12,6 @@ its config as ``config.resume-{iteration}.yaml`` beside it (docs/tools.md, "Resu
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -130,10 +129,12 @@ def resumed_line(model_cfg, checkpoint: str) -> str:
             "which replaces every weight")
 
 
-def load_config_to_resume(load, output_dir_of=lambda cfg: cfg.output_dir):
+def load_config_to_resume(load):
     """``load()`` (a config loader) for ``--resume`` or a torchrun restart: the config without the
     starting-weights file checks, when ``output_dir/checkpoints`` holds a checkpoint (that checkpoint is
     recorded for :func:`resuming_from`); None when it holds none (a fresh start: load as usual)."""
+    from .checkpoint_write import Checkpointer  # imports torch: a resume trains, the other tools need not
+
     global _CHECKPOINT, _LOADING_TO_RESUME
     _CHECKPOINT = None
     _LOADING_TO_RESUME = True
@@ -141,9 +142,9 @@ def load_config_to_resume(load, output_dir_of=lambda cfg: cfg.output_dir):
         cfg = load()
     finally:
         _LOADING_TO_RESUME = False
-    found = sorted(glob.glob(os.path.join(output_dir_of(cfg), "checkpoints", "model_*.pth")))
+    found = Checkpointer(cfg.output_dir).all()
     if not found:
         return None
-    _CHECKPOINT = found[-1]
+    _CHECKPOINT = found[-1][1]
     return cfg
 
