@@ -147,8 +147,9 @@ class ClassificationTask:
         self.head_name = classifier_head_name(model)
         resumed = self.training and resuming_from()
         if resumed:  # the checkpoint resumed replaces every weight: the starting ones are not read
+            self._notes.append(("weights", resumed_line(mcfg, resumed)))
             if is_main_process():
-                logger.info(resumed_line(mcfg, resumed))
+                logger.info(self._notes[-1][1])
         elif bcfg.weights and self.training:  # evaluation reads every weight from the checkpoint
             self._load_pretrained(model, bcfg.weights, bcfg.weights_format)
         self.input_norm = check_input_norm(getattr(model, "input_norm", TORCHVISION_INPUT_NORM))

@@ -222,7 +222,9 @@ class DetectionTask:
             mcfg = dataclasses.replace(mcfg, backbone=dataclasses.replace(mcfg.backbone, weights=None))
         model = build_detector(mcfg, self.cfg.input)
         if resumed:
-            self._note_resumed(resumed)
+            self._notes.append(("weights", resumed_line(self.cfg.model, resumed)))
+            if is_main_process():
+                logger.info(self._notes[-1][1])
         elif self.cfg.model.weights:
             # training: the class-dependent predictor may start new (fine-tuning); evaluation: all must fit
             report = load_detector_weights(model, self.cfg.model.weights, checkpoint=self._weights_checkpoint,
@@ -240,12 +242,6 @@ class DetectionTask:
             self._notes.append(("weights", line))
         self._model_input_norm = dict(model.input_norm)
         return model
-
-    def _note_resumed(self, checkpoint: str) -> None:
-        line = resumed_line(self.cfg.model, checkpoint)
-        if is_main_process():
-            logger.info(line)
-        self._notes.append(("weights", line))
 
     def param_lr_mults(self, model: nn.Module) -> Dict[str, float]:
         mult = self.cfg.model.backbone.lr_mult

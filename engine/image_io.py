@@ -102,11 +102,11 @@ def decoder_messages_named():
     """:func:`name_decoder_messages` inside the block (training, ``--eval-only``, ``eval_coco.py``,
     ``predict.py``), as it was before it afterwards."""
     before = _MESSAGES.enabled
-    _MESSAGES.enabled = True
+    name_decoder_messages(True)
     try:
         yield
     finally:
-        _MESSAGES.enabled = before
+        name_decoder_messages(before)
 
 
 def decode_image(data: bytes, where: str = "<bytes>", remedy: str = _REMEDY) -> np.ndarray:
